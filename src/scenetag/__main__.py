@@ -1,0 +1,4 @@
+"""`python -m scenetag` (needed by torchrun)."""
+from .cli import main
+
+raise SystemExit(main())
