@@ -7,8 +7,10 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .checkpoint import CheckpointError
 from .config import ConfigError
 from .data import DEFAULT_DATA, FORMATS, DataError
+from .models import ModelError
 
 
 class CLIError(Exception):
@@ -49,6 +51,69 @@ def cmd_explore(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_overrides(args: argparse.Namespace) -> list[str]:
+    """Flags are shorthands for ``--set section.key=value`` overrides."""
+    ov = []
+    for flag, key in [("data", "data.path"), ("labels", "data.labels"), ("format", "data.format"), ("backbone", "model.backbone"), ("weights", "model.weights"), ("seed", "train.seed"), ("loss", "train.loss"), ("engine", "train.engine")]:
+        v = getattr(args, flag, None)
+        if v is not None:
+            ov.append(f"{key}={v}")
+    if getattr(args, "no_cache", False):
+        ov.append("train.cache=false")
+    return ov + list(args.set or [])
+
+
+def _load_cfg(args: argparse.Namespace):
+    from .config import load_config
+
+    return load_config(args.config, _train_overrides(args))
+
+
+def _print_metrics(metrics: dict, title: str) -> None:
+    keys = ["samples_f1", "micro_f1", "macro_f1", "samples_precision", "samples_recall", "hamming_loss", "subset_accuracy", "mAP", "bce_loss"]
+    print(f"{title} ({metrics.get('n_images', '?')} images):")
+    print("  " + "  ".join(f"{k} {metrics[k]:.4f}" for k in keys if k in metrics))
+    per = metrics.get("per_label", {})
+    if per:
+        print(f"  {'label':<12}{'precision':>10}{'recall':>10}{'f1':>10}{'AP':>10}{'support':>9}{'thresh':>8}")
+        for c, r in per.items():
+            print(f"  {c:<12}{r['precision']:>10.4f}{r['recall']:>10.4f}{r['f1']:>10.4f}{r['ap']:>10.4f}{r['support']:>9d}{r['threshold']:>8.3f}")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .training import train
+
+    cfg = None if args.resume else _load_cfg(args)
+    out = Path(args.resume or args.out)
+    result = train(cfg, out, resume=bool(args.resume), progress=not args.quiet)
+    for part in ("val", "test"):
+        if part in result["metrics"]:
+            _print_metrics(result["metrics"][part], f"{part} metrics (tuned per-label thresholds)")
+    print(f"trained in {result['train_seconds']:.0f}s; run folder: {out} (best.pt, metrics.csv, curves.png)")
+    return 0
+
+
+def cmd_lr_find(args: argparse.Namespace) -> int:
+    from .training import lr_find_only
+
+    res = lr_find_only(_load_cfg(args), Path(args.out), args.phase, progress=not args.quiet)
+    print(f"suggested LR {res['lr']:.2e}; plot: {res['plot']}")
+    return 0
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    _add_data_args(p, default=None)
+    p.add_argument("--config", default=None, help="YAML config file")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config key, e.g. train.phases.0.epochs=10")
+    p.add_argument("--backbone", default=None, help="lite0 (default), lite1, lite2, resnet50 or any timm name")
+    p.add_argument("--weights", default=None, help="default | none (random init) | FILE")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--loss", default=None, choices=["bce", "asl"])
+    p.add_argument("--engine", default=None, choices=["auto", "onnx", "torch"], help="engine for frozen forward passes")
+    p.add_argument("--no-cache", action="store_true", help="recompute the frozen backbone every batch (slow; for benchmarks)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scenetag", description="Multi-label natural scene tagging.")
     parser.add_argument("--version", action="version", version=f"scenetag {__version__}")
@@ -68,6 +133,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=4, help="sample images per class in the grid")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_explore)
+
+    p = sub.add_parser("train", help="train the recipe (head, then progressive unfreezing) into a run folder")
+    _add_train_args(p)
+    p.add_argument("--out", default="runs/train", help="run folder")
+    p.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue an interrupted run from its last.pt")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("lr-find", help="LR finder for one phase: plot + suggested LR")
+    _add_train_args(p)
+    p.add_argument("--out", default="runs/lr-find")
+    p.add_argument("--phase", type=int, default=1, help="which phase of the recipe (1 = head only)")
+    p.set_defaults(func=cmd_lr_find)
     return parser
 
 
@@ -77,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
-    except (DataError, ConfigError, CLIError) as e:
+    except (DataError, ConfigError, CLIError, ModelError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

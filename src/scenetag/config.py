@@ -62,7 +62,7 @@ def _default_phases() -> list[PhaseConfig]:
 @dataclass
 class TrainConfig:
     seed: int = 0
-    batch_size: int = 64
+    batch_size: int = 32
     optimizer: str = "adamw"
     weight_decay: float = 0.01
     loss: str = "bce"  # bce | asl
@@ -76,7 +76,11 @@ class TrainConfig:
     lr_find_steps: int = 60
     phases: list[PhaseConfig] = field(default_factory=_default_phases)
     threads: int = 0  # 0: all cores
+    cache: bool = True  # False: recompute the frozen part every batch (only for benchmarks)
+    cache_dtype: str = "float16"
     cache_in_memory_gb: float = 4.0
+    engine: str = "auto"  # forward-only engine for frozen passes: auto | onnx | torch
+    tta: bool = True  # average original + horizontal flip at evaluation
     threshold_mode: str = "per_label"  # per_label | joint | fixed
 
 
@@ -108,6 +112,9 @@ class Config:
             (t.threshold_mode in ("per_label", "joint", "fixed"), "train.threshold_mode must be per_label, joint or fixed"),
             (len(t.phases) > 0, "train.phases must not be empty"),
             (t.lr_find_steps >= 10, "train.lr_find_steps must be >= 10"),
+            (t.cache_dtype in ("float16", "float32"), "train.cache_dtype must be float16 or float32"),
+            (t.engine in ("auto", "onnx", "torch"), "train.engine must be auto, onnx or torch"),
+            (t.cache_in_memory_gb >= 0, "train.cache_in_memory_gb must be >= 0"),
         ]
         from .transforms import VIEW_KINDS
 

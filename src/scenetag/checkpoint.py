@@ -1,0 +1,84 @@
+"""Self-describing checkpoints: weights + everything needed to predict, saved atomically.
+
+A checkpoint holds the model weights, class names, backbone and head, the
+preprocessing, per-label thresholds, the config, metrics, and format/package
+versions. It is loaded with ``torch.load(weights_only=True)``, so a file that
+tries to run code on load is refused.
+"""
+from __future__ import annotations
+
+import logging
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import __version__
+from .io import atomic_path
+
+log = logging.getLogger(__name__)
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: the message names the file and the reason."""
+
+
+def save_checkpoint(path: Path | str, model: torch.nn.Module, meta: dict[str, Any], train_state: dict[str, Any] | None = None) -> Path:
+    """Write ``{weights, meta, train_state}`` to ``path`` via a temp file and ``os.replace``."""
+    payload = {
+        "format_version": FORMAT_VERSION,
+        "scenetag_version": __version__,
+        "meta": meta,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+    if train_state is not None:
+        payload["train_state"] = train_state
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return Path(path)
+
+
+def read_checkpoint(path: Path | str) -> dict[str, Any]:
+    """The raw payload, safely loaded and version-checked."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"{path}: refused: the file contains objects that are not plain weights/metadata "
+            f"(possibly code that would run on load); only weights_only checkpoints are accepted ({str(e).splitlines()[0]})"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt: {str(e).splitlines()[0]})") from None
+    if not isinstance(payload, dict) or "state_dict" not in payload or "meta" not in payload:
+        raise CheckpointError(f"{path}: not a scenetag checkpoint (no state_dict/meta)")
+    version = payload.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format version {version}, this scenetag reads version {FORMAT_VERSION}")
+    return payload
+
+
+def load_model(path: Path | str) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """A ready model (eval mode) and its metadata; nothing else is needed to predict."""
+    from .models import build_model
+
+    payload = read_checkpoint(path)
+    meta = payload["meta"]
+    model = build_model(
+        backbone=meta["backbone"],
+        weights="none",
+        n_classes=len(meta["classes"]),
+        head=meta["head"],
+        dropout=meta.get("dropout", 0.5),
+        quiet=True,
+    )
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: weights do not fit the described model ({str(e).splitlines()[0]})") from None
+    return model.eval(), meta

@@ -1,0 +1,494 @@
+"""The training engine: the reference recipe (head, then progressive unfreezing; LR finder,
+one-cycle, discriminative LRs) run on cached activations so it takes minutes on a CPU.
+
+Phase ``i`` trains ``pieces[k_i:]`` + head, where ``k_i`` is chosen so those pieces
+hold about ``phase.unfreeze`` of the backbone's parameters. The frozen part's
+output for every (image, view) is computed once (see :mod:`scenetag.cache`).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import platform
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import __version__
+from .cache import ActivationCache, build_cache
+from .checkpoint import FORMAT_VERSION, read_checkpoint, save_checkpoint
+from .config import Config, ConfigError, config_to_yaml, load_config
+from .data import MultiLabelDataset, Split, load_dataset, split_dataset
+from .evaluation import multilabel_metrics, tune_thresholds
+from .io import atomic_write_json, atomic_write_text
+from .lr_find import LRFindResult, lr_find, plot_lr_find
+from .models import MultiLabelNet, build_model, model_preprocessing
+from .transforms import Preprocessing
+
+log = logging.getLogger(__name__)
+EVAL_VIEWS = ["orig", "flip"]
+METRIC_FIELDS = ["phase", "epoch", "lr", "train_loss", "val_loss", "val_samples_f1", "val_micro_f1", "val_mAP", "seconds"]
+
+
+# --------------------------------------------------------------------------- losses
+
+
+class AsymmetricLoss(nn.Module):
+    """ASL (Ridnik et al. 2021): focusing on hard negatives, clipping easy ones. Mean over elements."""
+
+    def __init__(self, gamma_neg: float = 4.0, gamma_pos: float = 0.0, clip: float = 0.05, eps: float = 1e-8):
+        super().__init__()
+        self.gamma_neg, self.gamma_pos, self.clip, self.eps = gamma_neg, gamma_pos, clip, eps
+
+    def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        p = torch.sigmoid(logits)
+        p_neg = (1 - p + self.clip).clamp(max=1) if self.clip > 0 else 1 - p
+        loss = y * torch.log(p.clamp(min=self.eps)) + (1 - y) * torch.log(p_neg.clamp(min=self.eps))
+        pt = p * y + p_neg * (1 - y)
+        gamma = self.gamma_pos * y + self.gamma_neg * (1 - y)
+        return -(loss * (1 - pt).pow(gamma)).mean()
+
+
+class SmoothedBCE(nn.Module):
+    """``BCEWithLogitsLoss`` with optional label smoothing and ``pos_weight``."""
+
+    def __init__(self, smoothing: float = 0.0, pos_weight: torch.Tensor | None = None):
+        super().__init__()
+        self.smoothing = smoothing
+        self.bce = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+
+    def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.smoothing:
+            y = y * (1 - self.smoothing) + self.smoothing / 2
+        return self.bce(logits, y)
+
+
+def make_loss(cfg: Config, labels: np.ndarray) -> nn.Module:
+    """The configured loss; ``pos_weight`` = negatives/positives per class from the training labels."""
+    t = cfg.train
+    if t.loss == "asl":
+        return AsymmetricLoss(t.asl_gamma_neg, t.asl_gamma_pos, t.asl_clip)
+    pos_weight = None
+    if t.pos_weight:
+        pos = labels.sum(0).clip(min=1)
+        pos_weight = torch.tensor((len(labels) - pos) / pos, dtype=torch.float32)
+    return SmoothedBCE(t.label_smoothing, pos_weight)
+
+
+# --------------------------------------------------------------------------- optimisation
+
+
+def discriminative_groups(model: MultiLabelNet, k: int, lr: float, lr_mult: float, n_groups: int = 3) -> list[dict]:
+    """Param groups for pieces[k:] (split into up to ``n_groups``) + head; LRs rise geometrically to ``lr``."""
+    pieces = [m for _, m in model.pieces()[k:]]
+    chunks = [c for c in np.array_split(np.arange(len(pieces)), min(n_groups, len(pieces))) if len(c)] if pieces else []
+    groups = [{"params": [p for i in c for p in pieces[i].parameters()]} for c in chunks]
+    groups.append({"params": list(model.head.parameters())})
+    n = len(groups)
+    for i, g in enumerate(groups):
+        g["lr"] = lr / lr_mult ** ((n - 1 - i) / max(n - 1, 1)) if n > 1 else lr
+    return groups
+
+
+def make_optimizer(groups: list[dict], cfg: Config) -> torch.optim.Optimizer:
+    cls = torch.optim.AdamW if cfg.train.optimizer == "adamw" else torch.optim.Adam
+    return cls(groups, lr=groups[-1]["lr"], weight_decay=cfg.train.weight_decay, betas=(0.9, 0.99))
+
+
+def one_cycle(opt: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.OneCycleLR:
+    """One-cycle policy: LR warms up then anneals; Adam's beta1 moves the opposite way."""
+    return torch.optim.lr_scheduler.OneCycleLR(
+        opt,
+        max_lr=[g["lr"] for g in opt.param_groups],
+        total_steps=max(total_steps, 1),
+        pct_start=0.25,
+        div_factor=25.0,
+        final_div_factor=1e4,
+        cycle_momentum=True,
+        base_momentum=0.85,
+        max_momentum=0.95,
+    )
+
+
+# --------------------------------------------------------------------------- data from caches
+
+
+def epoch_batches(cache: ActivationCache, tap: int, rows: np.ndarray, y: np.ndarray, batch_size: int, rng: np.random.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One epoch: every training image once, each with one of its cached views at random."""
+    order = rng.permutation(len(rows))
+    views = rng.integers(0, len(cache.kinds), size=len(rows))
+    for s in range(0, len(order), batch_size):
+        b = order[s : s + batch_size]
+        if len(b) < 2:  # BatchNorm cannot train on a batch of one
+            continue
+        yield cache.get(tap, rows[b], views[b]), torch.from_numpy(y[b]).float()
+
+
+def endless_batches(cache: ActivationCache, tap: int, rows: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    rng = np.random.default_rng(seed)
+    while True:
+        yield from epoch_batches(cache, tap, rows, y, batch_size, rng)
+
+
+@torch.no_grad()
+def predict_cached(model: MultiLabelNet, cache: ActivationCache, tap: int, rows: np.ndarray, batch_size: int = 128) -> np.ndarray:
+    """Probabilities averaged over the cached views (test-time augmentation), shape (n, classes)."""
+    was = model.training
+    model.eval()
+    probs = np.zeros((len(rows), model.n_classes), dtype=np.float64)
+    for v in range(len(cache.kinds)):
+        for s in range(0, len(rows), batch_size):
+            x = cache.get(tap, rows[s : s + batch_size], v)
+            probs[s : s + batch_size] += torch.sigmoid(model.forward_from(tap, x)).double().numpy()
+    model.train(was)
+    return probs / len(cache.kinds)
+
+
+# --------------------------------------------------------------------------- run folder
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def set_threads(n: int) -> int:
+    n = n or os.cpu_count() or 1
+    torch.set_num_threads(n)
+    return n
+
+
+def versions() -> dict[str, str]:
+    import sklearn
+    import timm
+    import torchvision
+
+    return {
+        "scenetag": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "timm": timm.__version__,
+        "numpy": np.__version__,
+        "scikit-learn": sklearn.__version__,
+        "platform": platform.platform(),
+    }
+
+
+def write_metrics_csv(path: Path, rows: list[dict]) -> Path:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=METRIC_FIELDS)
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: r.get(k, "") for k in METRIC_FIELDS})
+    return atomic_write_text(path, buf.getvalue())
+
+
+def plot_curves(rows: list[dict], path: Path) -> Path:
+    """Train/val loss and val F1/mAP per epoch, phases shaded."""
+    from .plotting import plt, save_figure
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+    x = np.arange(1, len(rows) + 1)
+    a1.plot(x, [r["train_loss"] for r in rows], label="train loss")
+    a1.plot(x, [r["val_loss"] for r in rows], label="val loss")
+    for key in ("val_samples_f1", "val_micro_f1", "val_mAP"):
+        a2.plot(x, [r[key] for r in rows], label=key)
+    for ax in (a1, a2):
+        phases = [r["phase"] for r in rows]
+        for i, ph in enumerate(phases):
+            if i == 0 or phases[i - 1] != ph:
+                ax.axvline(i + 0.5, color="grey", lw=0.8, ls=":")
+                ax.text(i + 0.6, ax.get_ylim()[1], ph, va="top", fontsize=7, color="grey")
+        ax.set_xlabel("epoch (all phases)")
+        ax.legend(fontsize=8)
+    a1.set_title("loss")
+    a2.set_title("validation metrics (threshold 0.5)")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+# --------------------------------------------------------------------------- the run
+
+
+@dataclass
+class Prepared:
+    """Everything a run needs before the first phase: data, split, model, caches."""
+
+    cfg: Config
+    ds: MultiLabelDataset
+    split: Split
+    model: MultiLabelNet
+    pp: Preprocessing
+    taps: list[int]
+    train_cache: ActivationCache
+    eval_cache: ActivationCache
+    eval_rows_val: np.ndarray
+    eval_rows_test: np.ndarray
+
+
+def phase_boundaries(model: MultiLabelNet, cfg: Config) -> list[int]:
+    """The piece index each phase trains from (len(pieces) = head only, on pooled features)."""
+    n = len(model.pieces())
+    if not cfg.train.cache:
+        return [0] * len(cfg.train.phases)
+    return [n if p.unfreeze == 0 else model.boundary_for_fraction(p.unfreeze) for p in cfg.train.phases]
+
+
+def model_identity(cfg: Config) -> dict[str, Any]:
+    w = cfg.model.weights
+    if w not in ("default", "none") and Path(w).is_file():
+        st = Path(w).stat()
+        w = f"{Path(w).resolve()}:{st.st_size}:{int(st.st_mtime)}"
+    return {"backbone": cfg.model.backbone, "weights": w}
+
+
+def prepare(cfg: Config, run_dir: Path, progress: bool = True, ds: MultiLabelDataset | None = None, split: Split | None = None) -> Prepared:
+    """Load data, split, build the pretrained model and compute every activation cache once."""
+    set_threads(cfg.train.threads)
+    seed_everything(cfg.train.seed)
+    ds = ds or load_dataset(cfg.data.path, cfg.data.labels, cfg.data.format)
+    split = split or split_dataset(ds.labels, cfg.data.val, cfg.data.test, cfg.train.seed)
+    model = build_model(cfg.model.backbone, cfg.model.weights, len(ds.classes), cfg.model.head, cfg.model.dropout)
+    pp = model_preprocessing(model, cfg.model.image_size)
+    taps = sorted(set(phase_boundaries(model, cfg)))
+    mid = model_identity(cfg)
+    cache_dir = run_dir / "cache"
+    t = cfg.train
+    common = dict(taps=taps, pp=pp, seed=t.seed, cache_dir=cache_dir, batch_size=t.batch_size, engine=t.engine, dtype=t.cache_dtype, in_memory_gb=t.cache_in_memory_gb, max_pixels=cfg.data.max_pixels, progress=progress)
+    log.info("caching %d training images x %d views at pieces %s", len(split.train), len(t.views), taps)
+    train_cache = build_cache(model, mid, ds.subset(split.train), t.views, ids=split.train, **common)
+    held = np.concatenate([split.val, split.test])
+    eval_views = EVAL_VIEWS if t.tta else ["orig"]
+    eval_cache = build_cache(model, mid, ds.subset(held), eval_views, ids=held, **common)
+    rows_val = np.arange(len(split.val))
+    rows_test = np.arange(len(split.val), len(held))
+    return Prepared(cfg, ds, split, model, pp, taps, train_cache, eval_cache, rows_val, rows_test)
+
+
+def checkpoint_meta(p: Prepared, boundary: int, thresholds: np.ndarray, metrics: dict) -> dict[str, Any]:
+    """What a checkpoint says about itself (plain types only, for weights_only loading)."""
+    return {
+        "classes": list(p.ds.classes),
+        "backbone": p.cfg.model.backbone,
+        "head": p.cfg.model.head,
+        "dropout": p.cfg.model.dropout,
+        "preprocessing": p.pp.to_dict(),
+        "thresholds": [float(x) for x in thresholds],
+        "fallback": True,
+        "boundary": int(boundary),
+        "config": p.cfg.to_dict(),
+        "metrics": json.loads(json.dumps(metrics, default=float)),
+        "format_version": FORMAT_VERSION,
+        "scenetag_version": __version__,
+    }
+
+
+def _epoch_seed(seed: int, phase: int, epoch: int) -> int:
+    return int(np.random.SeedSequence([seed, phase, epoch + 1000]).generate_state(1)[0])
+
+
+def _rng_state() -> dict[str, Any]:
+    return {"torch": torch.get_rng_state()}
+
+
+def run_phase(p: Prepared, pi: int, k: int, run_dir: Path, state: dict[str, Any], loss_fn: nn.Module, progress: bool) -> None:
+    """Train phase ``pi`` from piece ``k`` (LR finder -> one-cycle), checkpointing every epoch."""
+    cfg, model = p.cfg, p.model
+    phase = cfg.train.phases[pi]
+    t = cfg.train
+    model.freeze_until(k)
+    y_train = p.ds.labels[p.split.train]
+    rows = np.arange(len(p.split.train))
+    resuming = state.get("phase") == pi and state.get("epoch", 0) > 0
+    lr = phase.lr
+    if resuming:
+        lr = state["lr"]
+    elif not lr:
+        lr = find_lr(p, pi, k, loss_fn, run_dir)
+    groups = discriminative_groups(model, k, lr, phase.lr_mult)
+    opt = make_optimizer(groups, cfg)
+    steps_per_epoch = sum(1 for s in range(0, len(rows), t.batch_size) if len(rows[s : s + t.batch_size]) >= 2)
+    sched = one_cycle(opt, steps_per_epoch * phase.epochs)
+    start = 0
+    if resuming:
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        start = state["epoch"]
+    y_val = p.ds.labels[p.split.val]
+    for epoch in range(start, phase.epochs):
+        t0 = time.time()
+        es = _epoch_seed(t.seed, pi, epoch)
+        torch.manual_seed(es)
+        rng = np.random.default_rng(es)
+        model.train()
+        total, n = 0.0, 0
+        bar = tqdm(epoch_batches(p.train_cache, k, rows, y_train, t.batch_size, rng), total=steps_per_epoch, desc=f"{phase.name} {epoch + 1}/{phase.epochs}", leave=False, disable=not progress)
+        for x, y in bar:
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model.forward_from(k, x), y)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss.detach()) * len(y)
+            n += len(y)
+        probs = predict_cached(model, p.eval_cache, k, p.eval_rows_val)
+        m = multilabel_metrics(y_val, probs, 0.5, p.ds.classes) if len(y_val) else {}
+        row = {
+            "phase": phase.name,
+            "epoch": epoch + 1,
+            "lr": round(lr, 8),
+            "train_loss": round(total / max(n, 1), 5),
+            "val_loss": round(m.get("bce_loss", float("nan")), 5),
+            "val_samples_f1": round(m.get("samples_f1", float("nan")), 5),
+            "val_micro_f1": round(m.get("micro_f1", float("nan")), 5),
+            "val_mAP": round(m.get("mAP", float("nan")), 5),
+            "seconds": round(time.time() - t0, 2),
+        }
+        state["history"].append(row)
+        log.info(
+            "%s epoch %d/%d  train_loss %.4f  val_loss %.4f  val samples-F1 %.4f  micro-F1 %.4f  mAP %.4f  (%.1fs)",
+            phase.name, epoch + 1, phase.epochs, row["train_loss"], row["val_loss"], row["val_samples_f1"], row["val_micro_f1"], row["val_mAP"], row["seconds"],
+        )
+        score = m.get("samples_f1", -1.0) if len(y_val) else float(epoch)
+        if score > state["best_score"]:
+            state["best_score"] = score
+            state["best_boundary"] = k
+            save_checkpoint(run_dir / "best.pt", model, checkpoint_meta(p, k, np.full(len(p.ds.classes), 0.5), {"val": m}))
+        state.update(phase=pi, epoch=epoch + 1, lr=lr, optimizer=opt.state_dict(), scheduler=sched.state_dict())
+        save_checkpoint(run_dir / "last.pt", model, checkpoint_meta(p, k, np.full(len(p.ds.classes), 0.5), {"val": m}), train_state=_train_state(state))
+        write_metrics_csv(run_dir / "metrics.csv", state["history"])
+
+
+def _train_state(state: dict[str, Any]) -> dict[str, Any]:
+    keys = ("phase", "epoch", "lr", "optimizer", "scheduler", "history", "best_score", "best_boundary", "lr_found")
+    return {k: state[k] for k in keys if k in state} | {"rng": _rng_state()}
+
+
+def find_lr(p: Prepared, pi: int, k: int, loss_fn: nn.Module, run_dir: Path) -> float:
+    """LR finder on the cached activations of phase ``pi``; saves the plot, returns the LR to use."""
+    cfg, model = p.cfg, p.model
+    phase = cfg.train.phases[pi]
+    groups = discriminative_groups(model, k, 1e-3, phase.lr_mult)
+    opt = make_optimizer(groups, cfg)
+    y_train = p.ds.labels[p.split.train]
+    batches = endless_batches(p.train_cache, k, np.arange(len(p.split.train)), y_train, cfg.train.batch_size, _epoch_seed(cfg.train.seed, pi, -1))
+    torch.manual_seed(_epoch_seed(cfg.train.seed, pi, -2))
+    res = lr_find(model, opt, batches, loss_fn, forward=lambda x: model.forward_from(k, x), steps=cfg.train.lr_find_steps)
+    # The valley can land on noise with tiny data: keep it in a sane band.
+    lr = float(np.clip(res.suggestion, 1e-5, 3e-2))
+    plot_lr_find(res, run_dir / f"lr_find_{pi + 1}_{phase.name}.png", f"LR finder, phase {pi + 1} ({phase.name})", chosen=lr)
+    atomic_write_json(run_dir / f"lr_find_{pi + 1}_{phase.name}.json", res.to_dict() | {"used": lr})
+    return lr
+
+
+def write_run_files(cfg: Config, run_dir: Path, split: Split) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.yaml", config_to_yaml(cfg))
+    atomic_write_json(run_dir / "versions.json", versions() | {"seed": cfg.train.seed})
+    atomic_write_text(run_dir / "seed", f"{cfg.train.seed}\n")
+    atomic_write_json(run_dir / "split.json", split.as_dict())
+
+
+def train(cfg: Config, run_dir: Path | str, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Run the configured recipe into ``run_dir``; returns the final test (or val) metrics."""
+    run_dir = Path(run_dir)
+    state: dict[str, Any] = {"history": [], "best_score": -1.0, "phase": 0, "epoch": 0}
+    split = None
+    if resume:
+        cfg, state, split = _load_resume(run_dir)
+    elif (run_dir / "last.pt").exists():
+        raise ConfigError(f"{run_dir} already holds a run (last.pt); use --resume {run_dir} or another --out")
+    t_start = time.time()
+    p = prepare(cfg, run_dir, progress, split=split)
+    if not resume:
+        write_run_files(cfg, run_dir, p.split)
+    else:
+        model_payload = read_checkpoint(run_dir / "last.pt")
+        p.model.load_state_dict(model_payload["state_dict"])
+    loss_fn = make_loss(cfg, p.ds.labels[p.split.train])
+    boundaries = phase_boundaries(p.model, cfg)
+    for pi, k in enumerate(boundaries):
+        if pi < state["phase"] or (pi == state["phase"] and state["epoch"] >= cfg.train.phases[pi].epochs and state["epoch"] > 0):
+            continue
+        if pi > state["phase"]:
+            state.update(phase=pi, epoch=0)
+        run_phase(p, pi, k, run_dir, state, loss_fn, progress)
+    plot_curves(state["history"], run_dir / "curves.png") if state["history"] else None
+    result = finalize(p, run_dir, state)
+    result["train_seconds"] = round(time.time() - t_start, 1)
+    atomic_write_json(run_dir / "result.json", result)
+    return result
+
+
+def _load_resume(run_dir: Path) -> tuple[Config, dict[str, Any], Split]:
+    if not (run_dir / "last.pt").is_file():
+        raise ConfigError(f"{run_dir}: nothing to resume (no last.pt)")
+    cfg = load_config(run_dir / "config.yaml")
+    payload = read_checkpoint(run_dir / "last.pt")
+    state = dict(payload["train_state"])
+    sp = json.loads((run_dir / "split.json").read_text())
+    split = Split(*(np.asarray(sp[k], dtype=np.int64) for k in ("train", "val", "test")))
+    log.info("resuming %s at phase %d epoch %d", run_dir, state["phase"] + 1, state["epoch"])
+    return cfg, state, split
+
+
+def finalize(p: Prepared, run_dir: Path, state: dict[str, Any]) -> dict[str, Any]:
+    """Load the best weights, tune per-label thresholds on val, evaluate on test, rewrite best.pt."""
+    payload = read_checkpoint(run_dir / "best.pt")
+    p.model.load_state_dict(payload["state_dict"])
+    k = int(payload["meta"]["boundary"])
+    y_val = p.ds.labels[p.split.val]
+    probs_val = predict_cached(p.model, p.eval_cache, k, p.eval_rows_val)
+    thresholds = tune_thresholds(y_val, probs_val, p.cfg.train.threshold_mode) if len(y_val) else np.full(len(p.ds.classes), 0.5)
+    metrics: dict[str, Any] = {"val": multilabel_metrics(y_val, probs_val, thresholds, p.ds.classes)} if len(y_val) else {}
+    if len(p.split.test):
+        y_test = p.ds.labels[p.split.test]
+        probs_test = predict_cached(p.model, p.eval_cache, k, p.eval_rows_test)
+        metrics["test"] = multilabel_metrics(y_test, probs_test, thresholds, p.ds.classes)
+        _save_predictions(run_dir / "test_predictions.csv", p, p.split.test, y_test, probs_test, thresholds)
+    save_checkpoint(run_dir / "best.pt", p.model, checkpoint_meta(p, k, thresholds, metrics))
+    atomic_write_json(run_dir / "metrics.json", metrics)
+    return {"metrics": metrics, "thresholds": thresholds.tolist(), "best_boundary": k, "run_dir": str(run_dir)}
+
+
+def _save_predictions(path: Path, p: Prepared, idx: np.ndarray, y: np.ndarray, probs: np.ndarray, thresholds: np.ndarray) -> None:
+    from .evaluation import apply_thresholds
+
+    pred = apply_thresholds(probs, thresholds)
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["path", "true", "predicted"] + [f"p_{c}" for c in p.ds.classes])
+    for i, row in enumerate(idx):
+        true = " ".join(c for c, v in zip(p.ds.classes, y[i]) if v)
+        pr = " ".join(c for c, v in zip(p.ds.classes, pred[i]) if v)
+        w.writerow([str(p.ds.paths[row]), true, pr] + [f"{x:.5f}" for x in probs[i]])
+    atomic_write_text(path, buf.getvalue())
+
+
+def lr_find_only(cfg: Config, run_dir: Path | str, phase: int = 1, progress: bool = True) -> dict[str, Any]:
+    """``scenetag lr-find``: the finder of one phase on its cached activations; returns the suggestion."""
+    import copy
+
+    run_dir = Path(run_dir)
+    if not 1 <= phase <= len(cfg.train.phases):
+        raise ConfigError(f"--phase must be in 1..{len(cfg.train.phases)}")
+    one = copy.deepcopy(cfg)
+    one.train.phases = [cfg.train.phases[phase - 1]]
+    p = prepare(one, run_dir, progress)
+    k = phase_boundaries(p.model, one)[0]
+    p.model.freeze_until(k)
+    lr = find_lr(p, 0, k, make_loss(one, p.ds.labels[p.split.train]), run_dir)
+    name = one.train.phases[0].name
+    return {"lr": lr, "plot": str(run_dir / f"lr_find_1_{name}.png"), "data": str(run_dir / f"lr_find_1_{name}.json")}
