@@ -24,7 +24,7 @@ install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
 run: install
-	$(VENV)/bin/scenetag explore --data $(DATA) --out $(OUT)/explore $(ARGS)
+	$(VENV)/bin/scenetag run --data $(DATA) --out $(OUT) $(ARGS)
 
 # pytest exits 5 when it collects no test: that fails here like any other error.
 test: install-test

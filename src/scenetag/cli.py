@@ -93,6 +93,29 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    """Main job of `make run`: train (or reuse/resume) and report the test metrics."""
+    from .training import train_or_resume
+
+    from .data import load_dataset
+    from .explore import explore
+
+    out = Path(args.out)
+    cfg = _load_cfg(args)
+    ds = load_dataset(cfg.data.path, cfg.data.labels, cfg.data.format)
+    summary = explore(ds, out / "explore")
+    print("\n".join(summary["text"]))
+    print(f"exploration report: {out / 'explore' / 'report.html'}")
+    result = train_or_resume(cfg, out, progress=not args.quiet)
+    if result.get("reused"):
+        print(f"{out} already holds a finished run with this config (remove it to retrain); its results:")
+    for part in ("val", "test"):
+        if part in result["metrics"]:
+            _print_metrics(result["metrics"][part], f"{part} metrics (tuned per-label thresholds)")
+    print(f"run folder: {out} (best.pt, metrics.csv, curves.png, metrics.json)")
+    return 0
+
+
 def cmd_lr_find(args: argparse.Namespace) -> int:
     from .training import lr_find_only
 
@@ -139,6 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/train", help="run folder")
     p.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue an interrupted run from its last.pt")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("run", help="the main job: train the default recipe (or reuse/resume the run in --out) and report")
+    _add_train_args(p)
+    p.add_argument("--out", default="runs/default", help="run folder")
+    p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("lr-find", help="LR finder for one phase: plot + suggested LR")
     _add_train_args(p)

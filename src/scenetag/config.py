@@ -76,6 +76,8 @@ class TrainConfig:
     lr_find_steps: int = 60
     phases: list[PhaseConfig] = field(default_factory=_default_phases)
     threads: int = 0  # 0: all cores
+    freeze_bn: bool = True  # backbone BatchNorm keeps its pretrained statistics while fine-tuning
+    cache_dir: str = ""  # "": <run>/cache; share one folder between runs to reuse caches (keys keep them apart)
     cache: bool = True  # False: recompute the frozen part every batch (only for benchmarks)
     cache_dtype: str = "float16"
     cache_in_memory_gb: float = 4.0

@@ -190,6 +190,9 @@ class MultiLabelNet(nn.Module):
         self.num_features = backbone.num_features
         self._pieces = backbone_pieces(backbone)
         self._frozen_until = 0
+        # Fine-tuning a few hundred images: batch statistics are noisy and shift the
+        # features the head was trained on, so backbone BatchNorm can stay in eval mode.
+        self.freeze_bn = False
 
     def pieces(self) -> list[tuple[str, nn.Module]]:
         return self._pieces
@@ -235,6 +238,10 @@ class MultiLabelNet(nn.Module):
         super().train(mode)
         for _, m in self._pieces[: self._frozen_until]:
             m.eval()
+        if self.freeze_bn:
+            for m in self.backbone.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
         return self
 
 

@@ -34,6 +34,7 @@ from .io import atomic_write_json, atomic_write_text
 from .lr_find import LRFindResult, lr_find, plot_lr_find
 from .models import MultiLabelNet, build_model, model_preprocessing
 from .transforms import Preprocessing
+from .visualisation import plot_training_curves
 
 log = logging.getLogger(__name__)
 EVAL_VIEWS = ["orig", "flip"]
@@ -195,30 +196,6 @@ def write_metrics_csv(path: Path, rows: list[dict]) -> Path:
     return atomic_write_text(path, buf.getvalue())
 
 
-def plot_curves(rows: list[dict], path: Path) -> Path:
-    """Train/val loss and val F1/mAP per epoch, phases shaded."""
-    from .plotting import plt, save_figure
-
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
-    x = np.arange(1, len(rows) + 1)
-    a1.plot(x, [r["train_loss"] for r in rows], label="train loss")
-    a1.plot(x, [r["val_loss"] for r in rows], label="val loss")
-    for key in ("val_samples_f1", "val_micro_f1", "val_mAP"):
-        a2.plot(x, [r[key] for r in rows], label=key)
-    for ax in (a1, a2):
-        phases = [r["phase"] for r in rows]
-        for i, ph in enumerate(phases):
-            if i == 0 or phases[i - 1] != ph:
-                ax.axvline(i + 0.5, color="grey", lw=0.8, ls=":")
-                ax.text(i + 0.6, ax.get_ylim()[1], ph, va="top", fontsize=7, color="grey")
-        ax.set_xlabel("epoch (all phases)")
-        ax.legend(fontsize=8)
-    a1.set_title("loss")
-    a2.set_title("validation metrics (threshold 0.5)")
-    fig.tight_layout()
-    return save_figure(fig, path)
-
-
 # --------------------------------------------------------------------------- the run
 
 
@@ -264,7 +241,8 @@ def prepare(cfg: Config, run_dir: Path, progress: bool = True, ds: MultiLabelDat
     pp = model_preprocessing(model, cfg.model.image_size)
     taps = sorted(set(phase_boundaries(model, cfg)))
     mid = model_identity(cfg)
-    cache_dir = run_dir / "cache"
+    model.freeze_bn = cfg.train.freeze_bn
+    cache_dir = Path(cfg.train.cache_dir) if cfg.train.cache_dir else run_dir / "cache"
     t = cfg.train
     common = dict(taps=taps, pp=pp, seed=t.seed, cache_dir=cache_dir, batch_size=t.batch_size, engine=t.engine, dtype=t.cache_dtype, in_memory_gb=t.cache_in_memory_gb, max_pixels=cfg.data.max_pixels, progress=progress)
     log.info("caching %d training images x %d views at pieces %s", len(split.train), len(t.views), taps)
@@ -425,7 +403,8 @@ def train(cfg: Config, run_dir: Path | str, resume: bool = False, progress: bool
         if pi > state["phase"]:
             state.update(phase=pi, epoch=0)
         run_phase(p, pi, k, run_dir, state, loss_fn, progress)
-    plot_curves(state["history"], run_dir / "curves.png") if state["history"] else None
+    if state["history"]:
+        plot_training_curves(state["history"], run_dir / "curves.png")
     result = finalize(p, run_dir, state)
     result["train_seconds"] = round(time.time() - t_start, 1)
     atomic_write_json(run_dir / "result.json", result)
@@ -492,3 +471,17 @@ def lr_find_only(cfg: Config, run_dir: Path | str, phase: int = 1, progress: boo
     lr = find_lr(p, 0, k, make_loss(one, p.ds.labels[p.split.train]), run_dir)
     name = one.train.phases[0].name
     return {"lr": lr, "plot": str(run_dir / f"lr_find_1_{name}.png"), "data": str(run_dir / f"lr_find_1_{name}.json")}
+
+
+def train_or_resume(cfg: Config, run_dir: Path | str, progress: bool = True) -> dict[str, Any]:
+    """The main job: reuse a finished run with the same config, resume an interrupted one, else train."""
+    run_dir = Path(run_dir)
+    done = run_dir / "result.json"
+    if done.is_file() and (run_dir / "config.yaml").is_file() and load_config(run_dir / "config.yaml") == cfg:
+        log.info("%s already holds a finished run with this config; remove it to train again", run_dir)
+        return json.loads(done.read_text()) | {"reused": True}
+    if (run_dir / "last.pt").is_file() and not done.is_file():
+        return train(None, run_dir, resume=True, progress=progress)
+    if done.is_file():
+        raise ConfigError(f"{run_dir} holds a finished run with another config; pass another --out or remove it")
+    return train(cfg, run_dir, progress=progress)
