@@ -21,3 +21,31 @@ def real_data() -> Path:
     if not (REAL_DATA / "labels.json").is_file():
         pytest.skip(f"real MIML data not present at {REAL_DATA}")
     return REAL_DATA.resolve()
+
+
+def tiny_cfg(data, **extra):
+    """A tiny random-init backbone at 48 px: the whole recipe runs in seconds."""
+    from scenetag.config import load_config
+
+    ov = [
+        f"data.path={data}",
+        "model.backbone=test_efficientnet",
+        "model.weights=none",
+        "model.image_size=48",
+        "train.views=[orig, flip, crop]",
+        "train.batch_size=8",
+        "train.lr_find_steps=12",
+        "train.phases=[{name: head, unfreeze: 0.0, epochs: 2, lr: 0.0, lr_mult: 1.0}, {name: top, unfreeze: 0.5, epochs: 2, lr: 0.002, lr_mult: 10.0}]",
+        "train.threads=1",
+    ] + [f"{k}={v}" for k, v in extra.items()]
+    return load_config(None, ov)
+
+
+@pytest.fixture(scope="session")
+def trained_run(synth_dir, tmp_path_factory):
+    """(config, run folder, result) of one tiny run of the whole recipe, shared by test modules."""
+    from scenetag.training import train
+
+    run = tmp_path_factory.mktemp("run")
+    cfg = tiny_cfg(synth_dir)
+    return cfg, run, train(cfg, run, progress=False)

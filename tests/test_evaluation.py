@@ -58,3 +58,13 @@ def test_joint_mode_not_worse_and_fixed_mode():
     s = lambda t: f1_score(y, apply_thresholds(p, t), average="samples", zero_division=0)
     assert s(joint) >= s(per)
     assert list(tune_thresholds(y, p, "fixed")) == [0.5, 0.5, 0.5]
+
+
+def test_calibration_error_of_calibrated_input_is_small():
+    from scenetag.evaluation import expected_calibration_error
+
+    rng = np.random.default_rng(0)
+    p = rng.random(200_000)
+    y = (rng.random(200_000) < p).astype(int)  # outcomes drawn with exactly probability p
+    assert expected_calibration_error(y, p) < 0.01
+    assert expected_calibration_error(y, np.clip(p + 0.3, 0, 1)) > 0.2

@@ -24,28 +24,7 @@ from scenetag.training import (
 )
 from scenetag.transforms import Preprocessing, make_views
 
-
-def tiny_cfg(data, **extra):
-    """A tiny random-init backbone at 48 px: the whole recipe runs in seconds."""
-    ov = [
-        f"data.path={data}",
-        "model.backbone=test_efficientnet",
-        "model.weights=none",
-        "model.image_size=48",
-        "train.views=[orig, flip, crop]",
-        "train.batch_size=8",
-        "train.lr_find_steps=12",
-        "train.phases=[{name: head, unfreeze: 0.0, epochs: 2, lr: 0.0, lr_mult: 1.0}, {name: top, unfreeze: 0.5, epochs: 2, lr: 0.002, lr_mult: 10.0}]",
-        "train.threads=1",
-    ] + [f"{k}={v}" for k, v in extra.items()]
-    return load_config(None, ov)
-
-
-@pytest.fixture(scope="module")
-def trained_run(synth_dir, tmp_path_factory):
-    run = tmp_path_factory.mktemp("run")
-    cfg = tiny_cfg(synth_dir)
-    return cfg, run, train(cfg, run, progress=False)
+from .conftest import tiny_cfg
 
 
 def test_run_folder_is_complete(trained_run):

@@ -124,6 +124,43 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluation import evaluate_checkpoint
+
+    m = evaluate_checkpoint(args.model, Path(args.out), data=args.data, labels=args.labels, fmt=args.format, split=args.split, fallback=not args.no_fallback, progress=not args.quiet)
+    _print_metrics(m, "evaluation")
+    print(f"report: {Path(args.out) / 'report.html'}; metrics: {Path(args.out) / 'metrics.json'}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import Predictor, expand_paths, shard, write_predictions
+
+    paths = expand_paths(args.paths)
+    if args.shard:
+        paths = shard(paths, args.shard)
+    if not paths:
+        raise CLIError(f"no images found in {' '.join(args.paths)}")
+    predictor = Predictor(args.model, batch_size=args.batch_size, fallback=not args.no_fallback)
+    results = predictor.predict(paths, progress=not args.quiet)
+    if args.output:
+        write_predictions(results, predictor.classes, Path(args.output), args.format)
+        print(f"wrote {len(results)} predictions to {args.output}")
+    else:
+        width = max(len(r.path) for r in results)
+        print(f"{'image':<{width}}  labels" + "".join(f"  {c[:9]:>9}" for c in predictor.classes))
+        for r in results:
+            if r.error:
+                print(f"{r.path:<{width}}  SKIPPED: {r.error}")
+            else:
+                print(f"{r.path:<{width}}  {' '.join(r.labels):<20}" + "".join(f"  {r.probabilities[c]:>9.3f}" for c in predictor.classes))
+    skipped = sum(1 for r in results if r.error)
+    if skipped:
+        print(f"{skipped} of {len(results)} file(s) skipped (unreadable or not images)", file=sys.stderr)
+        return 3
+    return 0
+
+
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     _add_data_args(p, default=None)
     p.add_argument("--config", default=None, help="YAML config file")
@@ -167,6 +204,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_args(p)
     p.add_argument("--out", default="runs/default", help="run folder")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("evaluate", help="metrics, per-label table, pictures and report.html for a model on data")
+    p.add_argument("--model", required=True, help="checkpoint (.pt) or exported .onnx")
+    _add_data_args(p, default=None)
+    p.add_argument("--split", choices=["test", "val"], default=None, help="evaluate a run's held-out split (--data RUN_DIR, default: the model's folder)")
+    p.add_argument("--out", default="runs/evaluate")
+    p.add_argument("--no-fallback", action="store_true", help="do not give label-less images their most probable label")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="tag new images (files, folders, globs)")
+    p.add_argument("--model", required=True, help="checkpoint (.pt) or exported .onnx")
+    p.add_argument("paths", nargs="+", help="image files, folders (recursive) or glob patterns")
+    p.add_argument("--format", choices=["csv", "json"], default="csv", help="format of --output")
+    p.add_argument("--output", default=None, help="write predictions to this file instead of a table")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--shard", default=None, metavar="I/N", help="only the I-th of N interleaved shards of the inputs")
+    p.add_argument("--no-fallback", action="store_true", help="do not give label-less images their most probable label")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("lr-find", help="LR finder for one phase: plot + suggested LR")
     _add_train_args(p)

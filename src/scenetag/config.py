@@ -68,6 +68,7 @@ class TrainConfig:
     loss: str = "bce"  # bce | asl
     pos_weight: bool = False
     label_smoothing: float = 0.0
+    mixup: float = 0.0  # Beta(alpha, alpha) mixup of cached activations; 0 = off
     asl_gamma_neg: float = 4.0
     asl_gamma_pos: float = 0.0
     asl_clip: float = 0.05
@@ -110,6 +111,7 @@ class Config:
             (t.weight_decay >= 0, "train.weight_decay must be >= 0"),
             (t.loss in ("bce", "asl"), "train.loss must be bce or asl"),
             (0 <= t.label_smoothing < 0.5, "train.label_smoothing must be in [0, 0.5)"),
+            (t.mixup >= 0, "train.mixup must be >= 0"),
             (len(t.views) > 0, "train.views must not be empty"),
             (t.threshold_mode in ("per_label", "joint", "fixed"), "train.threshold_mode must be per_label, joint or fixed"),
             (len(t.phases) > 0, "train.phases must not be empty"),

@@ -115,3 +115,128 @@ def tune_thresholds(y: np.ndarray, p: np.ndarray, mode: str = "per_label", fallb
                 if s > best + 1e-12:
                     best, th = s, trial
     return th
+
+
+def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
+    """ECE of one label: bin-size-weighted |mean confidence - observed frequency|."""
+    edges = np.linspace(0, 1, bins + 1)
+    idx = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        m = idx == b
+        if m.any():
+            ece += m.mean() * abs(p[m].mean() - y[m].mean())
+    return float(ece)
+
+
+def per_image_bce(y: np.ndarray, p: np.ndarray, eps: float = 1e-7) -> np.ndarray:
+    p = np.clip(p, eps, 1 - eps)
+    return -(y * np.log(p) + (1 - y) * np.log(1 - p)).mean(1)
+
+
+def evaluate_checkpoint(model_path, out, data=None, labels=None, fmt: str = "auto", split: str | None = None, fallback: bool = True, progress: bool = True, n_grid: int = 20) -> dict:
+    """``scenetag evaluate``: metrics.json, per-label table, pictures and report.html in ``out``.
+
+    ``data`` is a data set in any layout (all of it is evaluated) or, with
+    ``split``, a run folder whose held-out ``split`` (test/val) is evaluated.
+    """
+    import json
+    from pathlib import Path
+
+    from .data import DataError, load_dataset
+    from .io import atomic_write_json
+    from .predict import Predictor
+
+    out = Path(out)
+    model_path = Path(model_path)
+    predictor = Predictor(model_path, fallback=fallback)
+    if split:
+        run = Path(data) if data else model_path.parent
+        if not (run / "split.json").is_file():
+            raise DataError(f"{run}: not a run folder (no split.json) for --split {split}")
+        from .config import load_config
+
+        cfg = load_config(run / "config.yaml")
+        ds_all = load_dataset(cfg.data.path, cfg.data.labels, cfg.data.format)
+        idx = json.loads((run / "split.json").read_text())[split]
+        ds = ds_all.subset(idx)
+    else:
+        ds = load_dataset(data, labels, fmt)
+    if list(ds.classes) != predictor.classes:
+        raise DataError(f"data classes {list(ds.classes)} differ from the model's {predictor.classes}")
+    results = predictor.predict(ds.paths, progress=progress)
+    bad = [r for r in results if r.error]
+    if bad:
+        raise DataError(f"{len(bad)} image(s) could not be read, e.g. {bad[0].error}")
+    probs = np.array([[r.probabilities[c] for c in ds.classes] for r in results])
+    y = ds.labels.astype(np.uint8)
+    m = multilabel_metrics(y, probs, predictor.thresholds, ds.classes, fallback=fallback)
+    eces = [expected_calibration_error(y[:, j], probs[:, j]) for j in range(y.shape[1])]
+    m["ece"] = {c: e for c, e in zip(ds.classes, eces)}
+    m["mean_ece"] = float(np.mean(eces))
+    for c, e in zip(ds.classes, eces):
+        m["per_label"][c]["ece"] = e
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "metrics.json", m)
+    write_evaluation_report(out, ds, y, probs, predictor.thresholds, m, eces, model_path, fallback, n_grid)
+    return m
+
+
+def write_evaluation_report(out, ds, y, probs, thresholds, m, eces, model_path, fallback, n_grid) -> None:
+    """Pictures of the results and one report.html that embeds them."""
+    import html
+
+    from .data import open_image
+    from .explore import _img_tag
+    from .io import atomic_write_text
+    from .visualisation import (
+        plot_confusion_matrices,
+        plot_image_grid,
+        plot_pr_curves,
+        plot_reliability,
+        plot_training_curves,
+        result_caption,
+    )
+
+    classes = list(ds.classes)
+    pred = apply_thresholds(probs, thresholds, fallback)
+
+    def grid(indices, path, title):
+        imgs, caps = [], []
+        for i in indices:
+            imgs.append(open_image(ds.paths[i]))
+            caps.append(result_caption(ds.paths[i].name, ds.label_names(i), [c for c, v in zip(classes, pred[i]) if v], dict(zip(classes, probs[i]))))
+        return plot_image_grid(imgs, caps, path, ncols=5, title=title)
+
+    rng = np.random.default_rng(0)
+    sample = sorted(rng.permutation(len(ds))[: min(n_grid, len(ds))].tolist())
+    worst = np.argsort(-per_image_bce(y, probs))[: min(15, len(ds))].tolist()
+    figs = [
+        ("Predictions", "Random images: correct labels green, missed orange, extra red, with probabilities.", grid(sample, out / "predictions.png", "True vs predicted labels")),
+        ("Highest loss", "The images the model gets most wrong (largest per-image BCE).", grid(worst, out / "highest_loss.png", "Highest-loss images")),
+        ("Confusion per label", "A 2x2 confusion matrix for each label at its threshold.", plot_confusion_matrices(y, pred, classes, out / "confusion.png")),
+        ("Precision-recall", "Per label, with the tuned threshold marked.", plot_pr_curves(y, probs, thresholds, classes, out / "pr_curves.png")),
+        ("Calibration", "Reliability diagrams and expected calibration error per label.", plot_reliability(y, probs, classes, eces, out / "reliability.png")),
+    ]
+    run_csv = model_path.parent / "metrics.csv"
+    if run_csv.is_file():
+        import csv
+
+        rows = list(csv.DictReader(open(run_csv)))
+        if rows:
+            figs.append(("Training curves", "Loss and validation metrics per epoch of the run.", plot_training_curves(rows, out / "curves.png")))
+    keys = ["samples_f1", "micro_f1", "macro_f1", "samples_precision", "micro_precision", "macro_precision", "samples_recall", "micro_recall", "macro_recall", "hamming_loss", "subset_accuracy", "mAP", "bce_loss", "mean_ece"]
+    summary = "".join(f"<tr><td>{k}</td><td>{m[k]:.4f}</td></tr>" for k in keys)
+    cols = ["precision", "recall", "f1", "ap", "ece", "support", "threshold"]
+    per = "".join(
+        f"<tr><td>{html.escape(c)}</td>" + "".join(f"<td>{r[k]:.4f}</td>" if isinstance(r[k], float) else f"<td>{r[k]}</td>" for k in cols) + "</tr>"
+        for c, r in m["per_label"].items()
+    )
+    body = f"""<!doctype html><html><head><meta charset="utf-8"><title>scenetag evaluation</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}img{{max-width:100%;border:1px solid #ddd}}
+table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:3px 10px;text-align:left}}</style></head>
+<body><h1>Evaluation of {html.escape(model_path.name)}</h1><p>{m['n_images']} images from {html.escape(str(ds.root))}</p>
+<h2>Metrics</h2><table>{summary}</table>
+<h2>Per label</h2><table><tr><th>label</th>{''.join(f'<th>{k}</th>' for k in cols)}</tr>{per}</table>
+{''.join(f'<h2>{html.escape(h)}</h2><p>{html.escape(c)}</p>{_img_tag(p)}' for h, c, p in figs)}</body></html>"""
+    atomic_write_text(out / "report.html", body)

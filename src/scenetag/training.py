@@ -141,6 +141,14 @@ def endless_batches(cache: ActivationCache, tap: int, rows: np.ndarray, y: np.nd
         yield from epoch_batches(cache, tap, rows, y, batch_size, rng)
 
 
+def mixup(x: torch.Tensor, y: torch.Tensor, alpha: float, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mixup on cached activations (manifold mixup): blend pairs of inputs and their label vectors."""
+    lam = float(rng.beta(alpha, alpha))
+    lam = max(lam, 1 - lam)  # keep the first sample dominant
+    perm = torch.from_numpy(rng.permutation(len(x)))
+    return lam * x + (1 - lam) * x[perm], lam * y + (1 - lam) * y[perm]
+
+
 @torch.no_grad()
 def predict_cached(model: MultiLabelNet, cache: ActivationCache, tap: int, rows: np.ndarray, batch_size: int = 128) -> np.ndarray:
     """Probabilities averaged over the cached views (test-time augmentation), shape (n, classes)."""
@@ -314,6 +322,8 @@ def run_phase(p: Prepared, pi: int, k: int, run_dir: Path, state: dict[str, Any]
         total, n = 0.0, 0
         bar = tqdm(epoch_batches(p.train_cache, k, rows, y_train, t.batch_size, rng), total=steps_per_epoch, desc=f"{phase.name} {epoch + 1}/{phase.epochs}", leave=False, disable=not progress)
         for x, y in bar:
+            if t.mixup > 0:
+                x, y = mixup(x, y, t.mixup, rng)
             opt.zero_grad(set_to_none=True)
             loss = loss_fn(model.forward_from(k, x), y)
             loss.backward()

@@ -106,7 +106,7 @@ def plot_image_grid(images: Sequence[Image.Image], captions: Sequence[str | Capt
         ax.imshow(im)
         segs = [(cap, "black")] if isinstance(cap, str) else list(cap)
         for i, (text, colour) in enumerate(segs):
-            ax.text(0.5, -0.04 - 0.11 * i, text, transform=ax.transAxes, ha="center", va="top", fontsize=8, color=colour)
+            ax.annotate(text, xy=(0.5, 0), xycoords="axes fraction", xytext=(0, -3 - 10 * i), textcoords="offset points", ha="center", va="top", fontsize=8, color=colour)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -132,3 +132,78 @@ def plot_training_curves(rows: list[dict], path: Path) -> Path:
     a1.set_title("loss")
     a2.set_title("validation metrics (threshold 0.5)")
     return save_figure(fig, path)
+
+
+def plot_confusion_matrices(y: np.ndarray, pred: np.ndarray, classes: Sequence[str], path: Path) -> Path:
+    """One 2x2 confusion matrix per label (rows: true no/yes, columns: predicted no/yes)."""
+    n = len(classes)
+    fig, axes = plt.subplots(1, n, figsize=(2.6 * n, 2.8), squeeze=False)
+    for j, (ax, c) in enumerate(zip(axes[0], classes)):
+        m = np.array([[((y[:, j] == a) & (pred[:, j] == b)).sum() for b in (0, 1)] for a in (0, 1)])
+        ax.imshow(m, cmap="Blues")
+        for a in (0, 1):
+            for b in (0, 1):
+                ax.text(b, a, str(m[a, b]), ha="center", va="center", color="white" if m[a, b] > m.max() / 2 else "black")
+        ax.set_xticks([0, 1], ["no", "yes"])
+        ax.set_yticks([0, 1], ["no", "yes"])
+        ax.set_xlabel("predicted")
+        if j == 0:
+            ax.set_ylabel("true")
+        ax.set_title(c)
+    return save_figure(fig, path)
+
+
+def plot_pr_curves(y: np.ndarray, p: np.ndarray, thresholds: Sequence[float], classes: Sequence[str], path: Path) -> Path:
+    """Precision-recall curve per label with the chosen threshold marked."""
+    from sklearn.metrics import average_precision_score, precision_recall_curve
+
+    fig, ax = plt.subplots(figsize=(6.5, 5))
+    for j, c in enumerate(classes):
+        if not y[:, j].any():
+            continue
+        prec, rec, thr = precision_recall_curve(y[:, j], p[:, j])
+        line = ax.plot(rec, prec, label=f"{c} (AP {average_precision_score(y[:, j], p[:, j]):.3f})")[0]
+        pred = p[:, j] >= thresholds[j]
+        tp = (pred & (y[:, j] == 1)).sum()
+        ax.plot(tp / max(y[:, j].sum(), 1), tp / max(pred.sum(), 1), "o", color=line.get_color(), ms=7, mec="black")
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_title("Precision-recall per label (dot: chosen threshold)")
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=8, loc="lower left")
+    return save_figure(fig, path)
+
+
+def plot_reliability(y: np.ndarray, p: np.ndarray, classes: Sequence[str], eces: Sequence[float], path: Path, bins: int = 10) -> Path:
+    """Reliability diagram per label: mean predicted probability vs observed frequency."""
+    n = len(classes)
+    fig, axes = plt.subplots(1, n, figsize=(2.8 * n, 3.0), squeeze=False)
+    edges = np.linspace(0, 1, bins + 1)
+    for j, (ax, c) in enumerate(zip(axes[0], classes)):
+        idx = np.clip(np.digitize(p[:, j], edges[1:-1]), 0, bins - 1)
+        conf = [p[idx == b, j].mean() if (idx == b).any() else np.nan for b in range(bins)]
+        freq = [y[idx == b, j].mean() if (idx == b).any() else np.nan for b in range(bins)]
+        ax.plot([0, 1], [0, 1], ls=":", color="grey")
+        ax.plot(conf, freq, "o-")
+        ax.set_title(f"{c}\nECE {eces[j]:.3f}", fontsize=9)
+        ax.set_xlabel("predicted")
+        if j == 0:
+            ax.set_ylabel("observed")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+    return save_figure(fig, path)
+
+
+def result_caption(name: str, true: Sequence[str], pred: Sequence[str], probs: dict[str, float]) -> list[tuple[str, str]]:
+    """Caption segments: correct labels green, missed orange, extra red."""
+    segs = [(name, "dimgray")]
+    for c in sorted(set(true) | set(pred), key=lambda c: -probs.get(c, 0)):
+        p = probs.get(c, 0.0)
+        if c in true and c in pred:
+            segs.append((f"✓ {c} {p:.2f}", "green"))
+        elif c in true:
+            segs.append((f"missed {c} {p:.2f}", "darkorange"))
+        else:
+            segs.append((f"extra {c} {p:.2f}", "red"))
+    return segs

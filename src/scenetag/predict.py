@@ -1,0 +1,167 @@
+"""Prediction on new images from a checkpoint alone: ``Predictor(ckpt).predict(images)``."""
+from __future__ import annotations
+
+import glob
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from .data import DEFAULT_MAX_PIXELS, IMAGE_EXTS, DataError, open_image, to_rgb
+from .evaluation import apply_thresholds
+from .transforms import Preprocessing, eval_tensor
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Prediction:
+    """One image's result: labels above their thresholds and every probability."""
+
+    path: str
+    labels: list[str] = field(default_factory=list)
+    probabilities: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def expand_paths(items: Sequence[str | Path]) -> list[Path]:
+    """Image files from files, folders (recursive) and glob patterns, in a stable order.
+
+    A path that does not exist is kept so it is reported as an error, not silently dropped.
+    """
+    out: list[Path] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            out += sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in IMAGE_EXTS)
+        elif any(ch in str(item) for ch in "*?["):
+            out += sorted(Path(g) for g in glob.glob(str(item), recursive=True) if Path(g).is_file())
+        else:
+            out.append(p)
+    return out
+
+
+class _Decoded(torch.utils.data.Dataset):
+    def __init__(self, items: Sequence[str | Path | Image.Image], pp: Preprocessing, max_pixels: int | None):
+        self.items, self.pp, self.max_pixels = items, pp, max_pixels
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        item = self.items[i]
+        try:
+            img = to_rgb(item) if isinstance(item, Image.Image) else open_image(item, self.max_pixels)
+            return i, eval_tensor(img, self.pp), None
+        except DataError as e:
+            return i, None, str(e)
+
+
+def _collate(batch):
+    return batch
+
+
+class Predictor:
+    """Loads a checkpoint (``.pt``) or an exported ``.onnx`` model and tags images.
+
+    Preprocessing, thresholds and class names come from the model file itself.
+    """
+
+    def __init__(self, model_path: str | Path, batch_size: int = 32, tta: bool | None = None, fallback: bool | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS, num_workers: int = 1):
+        self.path = Path(model_path)
+        self.batch_size = batch_size
+        self.max_pixels = max_pixels
+        self.num_workers = num_workers
+        if self.path.suffix == ".onnx":
+            from .export import load_onnx
+
+            self._session, self.meta = load_onnx(self.path)
+            self._model = None
+        else:
+            from .checkpoint import load_model
+
+            self._model, self.meta = load_model(self.path)
+            self._model = self._model.to(memory_format=torch.channels_last)
+            self._session = None
+        self.classes: list[str] = list(self.meta["classes"])
+        self.thresholds = np.asarray(self.meta["thresholds"], dtype=np.float64)
+        self.pp = Preprocessing.from_dict(self.meta["preprocessing"])
+        cfg_tta = self.meta.get("config", {}).get("train", {}).get("tta", True)
+        self.tta = cfg_tta if tta is None else tta
+        self.fallback = self.meta.get("fallback", True) if fallback is None else fallback
+
+    def probabilities(self, x: torch.Tensor) -> np.ndarray:
+        """Sigmoid outputs for a preprocessed batch (averaged with the flipped batch when TTA is on)."""
+        views = [x, x.flip(-1)] if self.tta else [x]
+        total = np.zeros((len(x), len(self.classes)), dtype=np.float64)
+        for v in views:
+            if self._session is not None:
+                total += self._session.run(None, {"images": v.numpy()})[0]
+            else:
+                with torch.inference_mode():
+                    total += torch.sigmoid(self._model(v.contiguous(memory_format=torch.channels_last))).double().numpy()
+        return total / len(views)
+
+    def predict(self, images: Iterable[str | Path | Image.Image], progress: bool = False) -> list[Prediction]:
+        """Predictions in input order; unreadable files get ``error`` set instead of raising."""
+        items = list(images)
+        results: list[Prediction] = [Prediction(path=str(getattr(it, "filename", "") or f"<image {i}>") if isinstance(it, Image.Image) else str(it)) for i, it in enumerate(items)]
+        loader = torch.utils.data.DataLoader(
+            _Decoded(items, self.pp, self.max_pixels),
+            batch_size=self.batch_size,
+            num_workers=self.num_workers if len(items) > self.batch_size else 0,
+            collate_fn=_collate,
+        )
+        bar = tqdm(total=len(items), desc="predicting", unit="img", disable=not progress or len(items) <= 8)
+        for batch in loader:
+            good = [(i, t) for i, t, e in batch if e is None]
+            for i, _, e in batch:
+                if e is not None:
+                    results[i].error = e
+                    log.warning("skipped: %s", e)
+            if good:
+                probs = self.probabilities(torch.stack([t for _, t in good]))
+                preds = apply_thresholds(probs, self.thresholds, self.fallback)
+                for (i, _), pr, pd in zip(good, probs, preds):
+                    results[i].probabilities = {c: round(float(v), 6) for c, v in zip(self.classes, pr)}
+                    results[i].labels = [c for c, v in zip(self.classes, pd) if v]
+            bar.update(len(batch))
+        bar.close()
+        return results
+
+
+def shard(paths: Sequence[Path], spec: str) -> list[Path]:
+    """``I/N`` (1-based): every N-th path starting at I, so N copies cover the list once."""
+    try:
+        i, n = (int(v) for v in spec.split("/"))
+    except ValueError:
+        raise DataError(f"--shard must look like I/N (e.g. 2/8), got {spec!r}") from None
+    if not 1 <= i <= n:
+        raise DataError(f"--shard {spec}: need 1 <= I <= N")
+    return list(paths[i - 1 :: n])
+
+
+def write_predictions(results: list[Prediction], classes: Sequence[str], path: Path, fmt: str) -> Path:
+    """CSV (path, labels, one probability column per class, error) or JSON, written atomically."""
+    import csv
+    import io
+    import json
+
+    from .io import atomic_write_text
+
+    if fmt == "json":
+        return atomic_write_text(path, json.dumps([r.to_dict() for r in results], indent=1) + "\n")
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["path", "labels"] + [f"p_{c}" for c in classes] + ["error"])
+    for r in results:
+        w.writerow([r.path, " ".join(r.labels)] + [r.probabilities.get(c, "") for c in classes] + [r.error or ""])
+    return atomic_write_text(path, buf.getvalue())
