@@ -228,3 +228,21 @@ def test_asl_reduces_to_bce_without_focusing():
     y = (torch.rand(6, 5) > 0.5).float()
     asl = AsymmetricLoss(gamma_neg=0, gamma_pos=0, clip=0)(logits, y)
     torch.testing.assert_close(asl, torch.nn.functional.binary_cross_entropy_with_logits(logits, y), atol=1e-5, rtol=1e-5)
+
+
+def test_cross_validation_covers_every_image_once(synth_dir, tmp_path):
+    from scenetag.training import cross_validate
+
+    cfg = tiny_cfg(synth_dir)
+    cfg.train.phases = cfg.train.phases[:1]
+    cfg.train.phases[0].lr = 0.003
+    cv = cross_validate(cfg, tmp_path / "cv", k=3, progress=False)
+    assert len(cv["folds"]) == 3
+    tests = [json.loads((tmp_path / "cv" / f"fold{i}" / "split.json").read_text())["test"] for i in (1, 2, 3)]
+    assert sorted(sum(tests, [])) == list(range(60))
+    f1s = [f["samples_f1"] for f in cv["folds"]]
+    assert cv["mean"]["samples_f1"] == pytest.approx(np.mean(f1s)) and cv["std"]["samples_f1"] == pytest.approx(np.std(f1s))
+    # One shared cache for all folds: exactly one train-view and one eval-view cache key.
+    assert len(list((tmp_path / "cv" / "cache").glob("*.json"))) == 2
+    again = cross_validate(cfg, tmp_path / "cv", k=3, progress=False)  # finished folds are reused
+    assert again["mean"] == cv["mean"]

@@ -81,8 +81,17 @@ def _print_metrics(metrics: dict, title: str) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .training import train
+    from .training import cross_validate, train
 
+    if args.cv:
+        if args.resume:
+            raise CLIError("--cv and --resume cannot be combined (rerunning --cv reuses finished folds)")
+        cv = cross_validate(_load_cfg(args), Path(args.out), args.cv, progress=not args.quiet)
+        print(f"{args.cv}-fold cross-validation (test part of each fold, mean ± std):")
+        for key, mean in cv["mean"].items():
+            print(f"  {key:<18} {mean:.4f} ± {cv['std'][key]:.4f}")
+        print(f"per fold: {Path(args.out) / 'cv.json'}")
+        return 0
     cfg = None if args.resume else _load_cfg(args)
     out = Path(args.resume or args.out)
     result = train(cfg, out, resume=bool(args.resume), progress=not args.quiet)
@@ -198,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_args(p)
     p.add_argument("--out", default="runs/train", help="run folder")
     p.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue an interrupted run from its last.pt")
+    p.add_argument("--cv", type=int, default=0, metavar="K", help="stratified K-fold cross-validation: every metric as mean ± std over folds")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("run", help="the main job: train the default recipe (or reuse/resume the run in --out) and report")

@@ -7,6 +7,7 @@ output for every (image, view) is computed once (see :mod:`scenetag.cache`).
 """
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import json
@@ -219,7 +220,8 @@ class Prepared:
     taps: list[int]
     train_cache: ActivationCache
     eval_cache: ActivationCache
-    eval_rows_val: np.ndarray
+    train_rows: np.ndarray  # rows of train_cache holding split.train
+    eval_rows_val: np.ndarray  # rows of eval_cache holding split.val
     eval_rows_test: np.ndarray
 
 
@@ -239,8 +241,12 @@ def model_identity(cfg: Config) -> dict[str, Any]:
     return {"backbone": cfg.model.backbone, "weights": w}
 
 
-def prepare(cfg: Config, run_dir: Path, progress: bool = True, ds: MultiLabelDataset | None = None, split: Split | None = None) -> Prepared:
-    """Load data, split, build the pretrained model and compute every activation cache once."""
+def prepare(cfg: Config, run_dir: Path, progress: bool = True, ds: MultiLabelDataset | None = None, split: Split | None = None, whole: bool = False) -> Prepared:
+    """Load data, split, build the pretrained model and compute every activation cache once.
+
+    ``whole`` caches every image (not just each split's part), so the K folds of a
+    cross-validation share one cache in a shared ``train.cache_dir``.
+    """
     set_threads(cfg.train.threads)
     seed_everything(cfg.train.seed)
     ds = ds or load_dataset(cfg.data.path, cfg.data.labels, cfg.data.format)
@@ -253,14 +259,19 @@ def prepare(cfg: Config, run_dir: Path, progress: bool = True, ds: MultiLabelDat
     cache_dir = Path(cfg.train.cache_dir) if cfg.train.cache_dir else run_dir / "cache"
     t = cfg.train
     common = dict(taps=taps, pp=pp, seed=t.seed, cache_dir=cache_dir, batch_size=t.batch_size, engine=t.engine, dtype=t.cache_dtype, in_memory_gb=t.cache_in_memory_gb, max_pixels=cfg.data.max_pixels, progress=progress)
-    log.info("caching %d training images x %d views at pieces %s", len(split.train), len(t.views), taps)
-    train_cache = build_cache(model, mid, ds.subset(split.train), t.views, ids=split.train, **common)
-    held = np.concatenate([split.val, split.test])
+    train_ids = np.arange(len(ds)) if whole else split.train
+    log.info("caching %d training images x %d views at pieces %s", len(train_ids), len(t.views), taps)
+    train_cache = build_cache(model, mid, ds.subset(train_ids), t.views, ids=train_ids, **common)
+    held = np.arange(len(ds)) if whole else np.concatenate([split.val, split.test])
     eval_views = EVAL_VIEWS if t.tta else ["orig"]
     eval_cache = build_cache(model, mid, ds.subset(held), eval_views, ids=held, **common)
-    rows_val = np.arange(len(split.val))
-    rows_test = np.arange(len(split.val), len(held))
-    return Prepared(cfg, ds, split, model, pp, taps, train_cache, eval_cache, rows_val, rows_test)
+    if whole:
+        rows_train, rows_val, rows_test = split.train, split.val, split.test
+    else:
+        rows_train = np.arange(len(split.train))
+        rows_val = np.arange(len(split.val))
+        rows_test = np.arange(len(split.val), len(held))
+    return Prepared(cfg, ds, split, model, pp, taps, train_cache, eval_cache, rows_train, rows_val, rows_test)
 
 
 def checkpoint_meta(p: Prepared, boundary: int, thresholds: np.ndarray, metrics: dict) -> dict[str, Any]:
@@ -296,7 +307,7 @@ def run_phase(p: Prepared, pi: int, k: int, run_dir: Path, state: dict[str, Any]
     t = cfg.train
     model.freeze_until(k)
     y_train = p.ds.labels[p.split.train]
-    rows = np.arange(len(p.split.train))
+    rows = p.train_rows
     resuming = state.get("phase") == pi and state.get("epoch", 0) > 0
     lr = phase.lr
     if resuming:
@@ -371,7 +382,7 @@ def find_lr(p: Prepared, pi: int, k: int, loss_fn: nn.Module, run_dir: Path) -> 
     groups = discriminative_groups(model, k, 1e-3, phase.lr_mult)
     opt = make_optimizer(groups, cfg)
     y_train = p.ds.labels[p.split.train]
-    batches = endless_batches(p.train_cache, k, np.arange(len(p.split.train)), y_train, cfg.train.batch_size, _epoch_seed(cfg.train.seed, pi, -1))
+    batches = endless_batches(p.train_cache, k, p.train_rows, y_train, cfg.train.batch_size, _epoch_seed(cfg.train.seed, pi, -1))
     torch.manual_seed(_epoch_seed(cfg.train.seed, pi, -2))
     res = lr_find(model, opt, batches, loss_fn, forward=lambda x: model.forward_from(k, x), steps=cfg.train.lr_find_steps)
     # The valley can land on noise with tiny data: keep it in a sane band.
@@ -389,17 +400,19 @@ def write_run_files(cfg: Config, run_dir: Path, split: Split) -> None:
     atomic_write_json(run_dir / "split.json", split.as_dict())
 
 
-def train(cfg: Config, run_dir: Path | str, resume: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Run the configured recipe into ``run_dir``; returns the final test (or val) metrics."""
+def train(cfg: Config, run_dir: Path | str, resume: bool = False, progress: bool = True, split: Split | None = None, whole: bool = False) -> dict[str, Any]:
+    """Run the configured recipe into ``run_dir``; returns the final test (or val) metrics.
+
+    ``split`` overrides the seeded train/val/test split (cross-validation folds).
+    """
     run_dir = Path(run_dir)
     state: dict[str, Any] = {"history": [], "best_score": -1.0, "phase": 0, "epoch": 0}
-    split = None
     if resume:
         cfg, state, split = _load_resume(run_dir)
     elif (run_dir / "last.pt").exists():
         raise ConfigError(f"{run_dir} already holds a run (last.pt); use --resume {run_dir} or another --out")
     t_start = time.time()
-    p = prepare(cfg, run_dir, progress, split=split)
+    p = prepare(cfg, run_dir, progress, split=split, whole=whole)
     if not resume:
         write_run_files(cfg, run_dir, p.split)
     else:
@@ -468,8 +481,6 @@ def _save_predictions(path: Path, p: Prepared, idx: np.ndarray, y: np.ndarray, p
 
 def lr_find_only(cfg: Config, run_dir: Path | str, phase: int = 1, progress: bool = True) -> dict[str, Any]:
     """``scenetag lr-find``: the finder of one phase on its cached activations; returns the suggestion."""
-    import copy
-
     run_dir = Path(run_dir)
     if not 1 <= phase <= len(cfg.train.phases):
         raise ConfigError(f"--phase must be in 1..{len(cfg.train.phases)}")
@@ -495,3 +506,47 @@ def train_or_resume(cfg: Config, run_dir: Path | str, progress: bool = True) -> 
     if done.is_file():
         raise ConfigError(f"{run_dir} holds a finished run with another config; pass another --out or remove it")
     return train(cfg, run_dir, progress=progress)
+
+
+CV_KEYS = ["samples_f1", "micro_f1", "macro_f1", "samples_precision", "micro_precision", "macro_precision", "samples_recall", "micro_recall", "macro_recall", "hamming_loss", "subset_accuracy", "mAP", "bce_loss"]
+
+
+def cross_validate(cfg: Config, out: Path | str, k: int = 5, progress: bool = True) -> dict[str, Any]:
+    """Stratified K-fold: each fold trains on K-1 parts (val carved out of them) and tests on the rest.
+
+    All folds share one activation cache of every image. Returns mean and std of every
+    test metric over folds (also ``cv.json``); a fold already finished is reused.
+    """
+    from .data import _stratified_holdout, kfold_indices
+
+    out = Path(out)
+    ds = load_dataset(cfg.data.path, cfg.data.labels, cfg.data.format)
+    cfg = copy.deepcopy(cfg)
+    if not cfg.train.cache_dir:
+        cfg.train.cache_dir = str(out / "cache")
+    folds = kfold_indices(ds.labels, k, cfg.train.seed)
+    val_frac = cfg.data.val / max(1 - cfg.data.test, 1e-9)
+    per_fold = []
+    for i, (rest, held) in enumerate(folds):
+        fold_dir = out / f"fold{i + 1}"
+        if (fold_dir / "result.json").is_file():
+            per_fold.append(json.loads((fold_dir / "result.json").read_text()))
+            continue
+        tr, va = _stratified_holdout(ds.labels[rest], val_frac, cfg.train.seed + i)
+        split = Split(rest[tr], rest[va], held)
+        if (fold_dir / "last.pt").exists():
+            import shutil
+
+            shutil.rmtree(fold_dir)  # an interrupted fold starts again (its cache is kept)
+        log.info("fold %d/%d: %d train, %d val, %d test", i + 1, k, len(split.train), len(split.val), len(split.test))
+        per_fold.append(train(cfg, fold_dir, progress=progress, split=split, whole=True))
+    tests = [r["metrics"]["test"] for r in per_fold]
+    summary = {
+        "k": k,
+        "folds": [{key: t[key] for key in CV_KEYS} for t in tests],
+        "mean": {key: float(np.mean([t[key] for t in tests])) for key in CV_KEYS},
+        "std": {key: float(np.std([t[key] for t in tests])) for key in CV_KEYS},
+        "seconds": [r.get("train_seconds") for r in per_fold],
+    }
+    atomic_write_json(out / "cv.json", summary)
+    return summary
