@@ -10,6 +10,7 @@ from . import __version__
 from .checkpoint import CheckpointError
 from .config import ConfigError
 from .data import DEFAULT_DATA, FORMATS, DataError
+from .export import ExportError
 from .models import ModelError
 
 
@@ -157,7 +158,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(f"wrote {len(results)} predictions to {args.output}")
     else:
         width = max(len(r.path) for r in results)
-        print(f"{'image':<{width}}  labels" + "".join(f"  {c[:9]:>9}" for c in predictor.classes))
+        print(f"{'image':<{width}}  {'labels':<20}" + "".join(f"  {c[:9]:>9}" for c in predictor.classes))
         for r in results:
             if r.error:
                 print(f"{r.path:<{width}}  SKIPPED: {r.error}")
@@ -167,6 +168,24 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if skipped:
         print(f"{skipped} of {len(results)} file(s) skipped (unreadable or not images)", file=sys.stderr)
         return 3
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_onnx, export_torchscript
+
+    fn = export_onnx if args.format == "onnx" else export_torchscript
+    out = args.out or str(Path(args.model).with_suffix(".onnx" if args.format == "onnx" else ".ts"))
+    res = fn(args.model, out)
+    print(f"exported {res['path']} (+ {res['sidecar']}); max abs difference vs PyTorch on a sample batch: {res['max_abs_diff']:.2e}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .serve import ServeLimits, serve
+
+    print(f"serving {args.model} on http://{args.host}:{args.port}/ (docs at /docs); Ctrl-C stops")
+    serve(args.model, args.host, args.port, ServeLimits(args.max_upload_mb, args.max_files))
     return 0
 
 
@@ -235,6 +254,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_predict)
 
+    p = sub.add_parser("export", help="export a checkpoint to ONNX (verified with ONNX Runtime) or TorchScript")
+    p.add_argument("--model", required=True)
+    p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
+    p.add_argument("--out", default=None, help="output file (default: beside the checkpoint)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("serve", help="web service + page for a checkpoint or .onnx model")
+    p.add_argument("--model", required=True)
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-upload-mb", type=float, default=10.0)
+    p.add_argument("--max-files", type=int, default=16)
+    p.set_defaults(func=cmd_serve)
+
     p = sub.add_parser("lr-find", help="LR finder for one phase: plot + suggested LR")
     _add_train_args(p)
     p.add_argument("--out", default="runs/lr-find")
@@ -249,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
-    except (DataError, ConfigError, CLIError, ModelError, CheckpointError) as e:
+    except (DataError, ConfigError, CLIError, ModelError, CheckpointError, ExportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from struct import error as struct_error
+
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -79,24 +81,31 @@ class MultiLabelDataset:
 
 
 def open_image(path: Path | str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Decode an image fully as RGB with EXIF orientation applied.
+    """Decode an image file fully as RGB with EXIF orientation applied.
 
     Raises :class:`DataError` naming the file for anything that is not a
     readable image (empty, truncated, text, too large).
     """
     path = Path(path)
     try:
-        size = path.stat().st_size
+        data = path.read_bytes()
     except OSError as e:
         raise DataError(f"{path}: cannot read file ({e.strerror or e})") from None
-    if size == 0:
-        raise DataError(f"{path}: empty file (0 bytes), not an image")
+    return decode_image(data, str(path), max_pixels)
+
+
+def decode_image(data: bytes, name: str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode image bytes (from a file or an upload called ``name``) as RGB, EXIF applied."""
+    import io
+
+    if len(data) == 0:
+        raise DataError(f"{name}: empty file (0 bytes), not an image")
     try:
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(data)) as im:
             w, h = im.size
             if max_pixels is not None and w * h > max_pixels:
                 raise DataError(
-                    f"{path}: image is {w}x{h} = {w * h:,} pixels, over the limit of "
+                    f"{name}: image is {w}x{h} = {w * h:,} pixels, over the limit of "
                     f"{max_pixels:,} (possible decompression bomb; raise max_pixels to allow it)"
                 )
             im = ImageOps.exif_transpose(im)
@@ -104,11 +113,11 @@ def open_image(path: Path | str, max_pixels: int | None = DEFAULT_MAX_PIXELS) ->
     except DataError:
         raise
     except UnidentifiedImageError:
-        raise DataError(f"{path}: not a valid image (unrecognised format)") from None
+        raise DataError(f"{name}: not a valid image (unrecognised format)") from None
     except Image.DecompressionBombError as e:
-        raise DataError(f"{path}: refused as a decompression bomb ({e})") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
-        raise DataError(f"{path}: not a valid image (corrupt or truncated: {e})") from None
+        raise DataError(f"{name}: refused as a decompression bomb ({e})") from None
+    except (OSError, SyntaxError, ValueError, EOFError, struct_error) as e:
+        raise DataError(f"{name}: not a valid image (corrupt or truncated: {e})") from None
 
 
 def to_rgb(im: Image.Image) -> Image.Image:

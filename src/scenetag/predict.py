@@ -58,6 +58,8 @@ class _Decoded(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int):
         item = self.items[i]
+        if isinstance(item, tuple):  # (name, image) from the service
+            item = item[1]
         try:
             img = to_rgb(item) if isinstance(item, Image.Image) else open_image(item, self.max_pixels)
             return i, eval_tensor(img, self.pp), None
@@ -110,10 +112,13 @@ class Predictor:
                     total += torch.sigmoid(self._model(v.contiguous(memory_format=torch.channels_last))).double().numpy()
         return total / len(views)
 
-    def predict(self, images: Iterable[str | Path | Image.Image], progress: bool = False) -> list[Prediction]:
-        """Predictions in input order; unreadable files get ``error`` set instead of raising."""
+    def predict(self, images: Iterable[str | Path | Image.Image | tuple[str, Image.Image]], progress: bool = False) -> list[Prediction]:
+        """Predictions in input order; unreadable files get ``error`` set instead of raising.
+
+        Items are paths, PIL images, or ``(name, PIL image)`` pairs.
+        """
         items = list(images)
-        results: list[Prediction] = [Prediction(path=str(getattr(it, "filename", "") or f"<image {i}>") if isinstance(it, Image.Image) else str(it)) for i, it in enumerate(items)]
+        results = [Prediction(path=_item_name(it, i)) for i, it in enumerate(items)]
         loader = torch.utils.data.DataLoader(
             _Decoded(items, self.pp, self.max_pixels),
             batch_size=self.batch_size,
@@ -136,6 +141,14 @@ class Predictor:
             bar.update(len(batch))
         bar.close()
         return results
+
+
+def _item_name(item, i: int) -> str:
+    if isinstance(item, tuple):
+        return str(item[0])
+    if isinstance(item, Image.Image):
+        return str(getattr(item, "filename", "") or f"<image {i}>")
+    return str(item)
 
 
 def shard(paths: Sequence[Path], spec: str) -> list[Path]:
