@@ -7,7 +7,7 @@ DATA ?= ../shared/data/miml-scene
 OUT ?= runs/default
 ARGS ?=
 
-.PHONY: run test install install-test clean
+.PHONY: run test install install-test browser clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,11 +23,17 @@ install: $(VENV)/.installed
 
 install-test: $(VENV)/.installed-test
 
+# Debian's Chromium + ChromeDriver for the end-to-end page test (skipped with a reason if unavailable).
+browser:
+	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) || \
+	  echo "warning: could not install Chromium; the browser test will be skipped"
+
 run: install
 	$(VENV)/bin/scenetag run --data $(DATA) --out $(OUT) $(ARGS)
 
 # pytest exits 5 when it collects no test: that fails here like any other error.
-test: install-test
+test: install-test browser
 	$(PY) -m pytest -q $(ARGS)
 
 clean:

@@ -1,0 +1,66 @@
+"""Inference throughput on this machine (not a test). Usage:
+
+    .venv/bin/python bench/predict_speed.py --model runs/default/best.pt [--data ../shared/data/miml-scene] [-n 320]
+
+Prints, on the same images: model-only ONNX Runtime throughput on pre-decoded
+tensors (batch 32), and end-to-end prediction on the JPEG files (decode +
+resize + model + thresholds) for the PyTorch and the ONNX paths, without and
+with flip TTA.
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--model", default="runs/default/best.pt")
+    ap.add_argument("--data", default="../shared/data/miml-scene")
+    ap.add_argument("-n", type=int, default=320)
+    ap.add_argument("--batch-size", type=int, default=32)
+    args = ap.parse_args()
+
+    from scenetag.data import open_image
+    from scenetag.export import export_onnx, load_onnx
+    from scenetag.predict import Predictor, expand_paths
+    from scenetag.transforms import Preprocessing, eval_tensor
+
+    torch.set_num_threads(2)
+    paths = expand_paths([Path(args.data) / "original"])[: args.n]
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path = Path(tmp) / "m.onnx"
+        export_onnx(args.model, onnx_path)
+        sess, meta = load_onnx(onnx_path)
+        pp = Preprocessing.from_dict(meta["preprocessing"])
+        x = torch.stack([eval_tensor(open_image(p), pp) for p in paths]).numpy()
+        bs = args.batch_size
+        sess.run(None, {"images": x[:bs]})  # warm-up
+        t = time.perf_counter()
+        for s in range(0, len(x), bs):
+            sess.run(None, {"images": x[s : s + bs]})
+        model_only = len(x) / (time.perf_counter() - t)
+        print(f"images: {len(paths)} JPEGs from {args.data}, batch {bs}, {torch.get_num_threads()} threads")
+        print(f"model only, ONNX Runtime, pre-decoded tensors:       {model_only:7.1f} img/s")
+        rows = []
+        for label, path in (("PyTorch (channels_last)", args.model), ("ONNX Runtime", onnx_path)):
+            for tta in (False, True):
+                pred = Predictor(path, batch_size=bs, tta=tta)
+                pred.predict(paths[:bs])  # warm-up
+                t = time.perf_counter()
+                res = pred.predict(paths)
+                rate = len(paths) / (time.perf_counter() - t)
+                assert not any(r.error for r in res)
+                rows.append((label, tta, rate))
+                print(f"end to end, {label:<24} TTA {'on ' if tta else 'off'}:  {rate:7.1f} img/s")
+        onnx_e2e = [r for r in rows if r[0] == "ONNX Runtime" and not r[1]][0][2]
+        print(f"end-to-end ONNX / model-only ONNX = {onnx_e2e / model_only:.2f} (target >= 0.8)")
+
+
+if __name__ == "__main__":
+    main()

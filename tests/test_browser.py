@@ -1,0 +1,88 @@
+"""End to end: the real server on a loopback port, driven in headless Chromium."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(trained_run):
+    _, run, _ = trained_run
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "scenetag", "serve", "--model", str(run / "best.pt"), "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url + "health", timeout=1)
+            break
+        except OSError:
+            if proc.poll() is not None:
+                pytest.fail(f"server exited: {proc.stdout.read().decode()[-2000:]}")
+            time.sleep(0.3)
+    else:
+        proc.kill()
+        pytest.fail("server did not start in 60 s")
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+def _driver(tmp_path):
+    if not (os.path.exists(CHROMIUM) and os.path.exists(DRIVER)):
+        pytest.skip("Chromium not installed (make test installs Debian's chromium + chromium-driver; apt was unavailable)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for flag in ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1000,900", f"--user-data-dir={tmp_path / 'chrome'}"]:
+        opts.add_argument(flag)
+    return webdriver.Chrome(service=Service(DRIVER), options=opts)
+
+
+def test_upload_in_browser_shows_labels(server, synth_dir, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = _driver(tmp_path)
+    try:
+        driver.get(server)
+        WebDriverWait(driver, 20).until(lambda d: "labels:" in d.find_element(By.ID, "info").text)
+        img = synth_dir / "original" / "4.jpg"
+        driver.find_element(By.ID, "file").send_keys(str(img))
+        WebDriverWait(driver, 30).until(EC.presence_of_element_located((By.CSS_SELECTOR, ".card .tag")))
+        card = driver.find_element(By.CSS_SELECTOR, ".card")
+        assert card.get_attribute("data-filename") == "4.jpg"
+        tags = [t.text for t in card.find_elements(By.CSS_SELECTOR, ".tag")]
+        assert tags and set(tags) <= {"desert", "mountains", "sea", "sunset", "trees"}
+        assert len(card.find_elements(By.CSS_SELECTOR, ".row")) == 5  # a probability bar per class
+        shot = tmp_path / "page.png"
+        driver.save_screenshot(str(shot))
+        assert shot.stat().st_size > 5000
+        if os.environ.get("SCENETAG_SCREENSHOT"):
+            shutil.copy(shot, os.environ["SCENETAG_SCREENSHOT"])
+        # A bad file gets the service's message on the page, not a crash.
+        bad = tmp_path / "bad.jpg"
+        bad.write_text("not an image")
+        driver.find_element(By.ID, "file").send_keys(str(bad))
+        WebDriverWait(driver, 20).until(lambda d: "422" in d.find_element(By.ID, "error").text)
+        assert "bad.jpg" in driver.find_element(By.ID, "error").text
+    finally:
+        driver.quit()
