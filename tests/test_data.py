@@ -287,3 +287,13 @@ def test_synthetic_set_has_all_classes(synth_dir):
     ds = load_dataset(synth_dir)
     assert len(ds) == 60 and ds.labels.sum(0).min() > 0 and ds.labels.sum(1).min() >= 1
     assert not check_images(ds)
+
+
+def test_one_pixel_image_is_accepted(tmp_path):
+    from scenetag.transforms import Preprocessing, make_views
+
+    Image.new("RGB", (1, 1), (10, 200, 30)).save(tmp_path / "p.png")
+    im = open_image(tmp_path / "p.png")
+    assert im.size == (1, 1)
+    v = make_views(im, ["orig", "flip", "crop"], Preprocessing(size=16), seed=0)
+    assert v.shape == (3, 3, 16, 16)

@@ -146,12 +146,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from .predict import Predictor, expand_paths, shard, write_predictions
 
+    predictor = Predictor(args.model, batch_size=args.batch_size, fallback=not args.no_fallback)
     paths = expand_paths(args.paths)
     if args.shard:
         paths = shard(paths, args.shard)
     if not paths:
         raise CLIError(f"no images found in {' '.join(args.paths)}")
-    predictor = Predictor(args.model, batch_size=args.batch_size, fallback=not args.no_fallback)
     results = predictor.predict(paths, progress=not args.quiet)
     if args.output:
         write_predictions(results, predictor.classes, Path(args.output), args.format)

@@ -39,6 +39,7 @@ from .visualisation import plot_training_curves
 
 log = logging.getLogger(__name__)
 EVAL_VIEWS = ["orig", "flip"]
+_TEST_EPOCH_SLEEP = float(os.environ.get("SCENETAG_TEST_EPOCH_SLEEP", "0") or 0)
 METRIC_FIELDS = ["phase", "epoch", "lr", "train_loss", "val_loss", "val_samples_f1", "val_micro_f1", "val_mAP", "seconds"]
 
 
@@ -368,6 +369,8 @@ def run_phase(p: Prepared, pi: int, k: int, run_dir: Path, state: dict[str, Any]
         state.update(phase=pi, epoch=epoch + 1, lr=lr, optimizer=opt.state_dict(), scheduler=sched.state_dict())
         save_checkpoint(run_dir / "last.pt", model, checkpoint_meta(p, k, np.full(len(p.ds.classes), 0.5), {"val": m}), train_state=_train_state(state))
         write_metrics_csv(run_dir / "metrics.csv", state["history"])
+        if _TEST_EPOCH_SLEEP:  # lets the SIGKILL test land inside a phase
+            time.sleep(_TEST_EPOCH_SLEEP)
 
 
 def _train_state(state: dict[str, Any]) -> dict[str, Any]:

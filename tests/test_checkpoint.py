@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import os
+import pickle
+
+import pytest
+import torch
+
+from scenetag.checkpoint import CheckpointError, load_model, read_checkpoint, save_checkpoint
+from scenetag.cli import main
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/scenetag_pwned",))
+
+
+def test_round_trip_keeps_weights_and_meta(trained_run, tmp_path):
+    _, run, _ = trained_run
+    model, meta = load_model(run / "best.pt")
+    out = save_checkpoint(tmp_path / "copy.pt", model, meta)
+    model2, meta2 = load_model(out)
+    assert meta2 == meta
+    for (k, a), (_, b) in zip(model.state_dict().items(), model2.state_dict().items()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_other_format_version_is_refused(trained_run, tmp_path):
+    _, run, _ = trained_run
+    payload = torch.load(run / "best.pt", weights_only=True)
+    payload["format_version"] = 99
+    torch.save(payload, tmp_path / "v99.pt")
+    with pytest.raises(CheckpointError, match="format version 99"):
+        read_checkpoint(tmp_path / "v99.pt")
+
+
+def test_truncated_checkpoint(trained_run, tmp_path):
+    _, run, _ = trained_run
+    data = (run / "best.pt").read_bytes()
+    (tmp_path / "t.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="t.pt: not a readable checkpoint"):
+        load_model(tmp_path / "t.pt")
+
+
+def test_code_executing_pickle_is_refused(tmp_path):
+    marker = "/tmp/scenetag_pwned"
+    if os.path.exists(marker):
+        os.remove(marker)
+    torch.save({"format_version": 1, "meta": _Evil(), "state_dict": {}}, tmp_path / "evil.pt")
+    with open(tmp_path / "evil.pkl", "wb") as f:
+        pickle.dump(_Evil(), f)
+    for name in ("evil.pt", "evil.pkl"):
+        with pytest.raises(CheckpointError, match="refused|not a readable"):
+            load_model(tmp_path / name)
+    assert not os.path.exists(marker)
+
+
+def test_cli_reports_bad_checkpoint(tmp_path, capsys):
+    (tmp_path / "junk.pt").write_text("junk")
+    assert main(["predict", "--model", str(tmp_path / "junk.pt"), str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "junk.pt" in err and "Traceback" not in err

@@ -1,0 +1,54 @@
+"""Nothing lost: a training process killed with SIGKILL resumes to the same result."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from scenetag.training import train
+
+from .conftest import tiny_cfg
+
+PHASES = "[{name: head, unfreeze: 0.0, epochs: 12, lr: 0.003, lr_mult: 1.0}, {name: top, unfreeze: 0.5, epochs: 12, lr: 0.002, lr_mult: 10.0}]"
+
+
+def _rows(run):
+    try:
+        return list(csv.DictReader(open(run / "metrics.csv")))
+    except (FileNotFoundError, csv.Error):
+        return []
+
+
+@pytest.mark.slow
+def test_sigkill_mid_phase_then_resume_equals_uninterrupted(synth_dir, tmp_path):
+    ref = train(tiny_cfg(synth_dir, **{"train.phases": PHASES}), tmp_path / "ref", progress=False)
+    run = tmp_path / "killed"
+    args = [sys.executable, "-m", "scenetag", "train", "--data", str(synth_dir), "--out", str(run), "-q"]
+    for ov in [
+        "model.backbone=test_efficientnet", "model.weights=none", "model.image_size=48", "train.views=[orig, flip, crop]",
+        "train.batch_size=8", "train.lr_find_steps=12", f"train.phases={PHASES}", "train.threads=1",
+    ]:
+        args += ["--set", ov]
+    # Slow each epoch down a little so the kill lands inside the second phase.
+    env = dict(os.environ, SCENETAG_TEST_EPOCH_SLEEP="0.3")
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(_rows(run)) < 15:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(_rows(run))
+    assert 12 < done < 24, f"kill landed after {done} epochs"
+    assert not list(run.glob("*.tmp")) and not list(run.glob(".*.tmp"))
+    r = subprocess.run([sys.executable, "-m", "scenetag", "train", "--resume", str(run), "-q"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    resumed = json.loads((run / "result.json").read_text())
+    assert len(_rows(run)) == 24
+    assert resumed["metrics"]["test"]["samples_f1"] == ref["metrics"]["test"]["samples_f1"]
+    assert resumed["metrics"]["test"]["bce_loss"] == pytest.approx(ref["metrics"]["test"]["bce_loss"], abs=1e-9)
