@@ -55,7 +55,7 @@ def cmd_explore(args: argparse.Namespace) -> int:
 def _train_overrides(args: argparse.Namespace) -> list[str]:
     """Flags are shorthands for ``--set section.key=value`` overrides."""
     ov = []
-    for flag, key in [("data", "data.path"), ("labels", "data.labels"), ("format", "data.format"), ("backbone", "model.backbone"), ("weights", "model.weights"), ("seed", "train.seed"), ("loss", "train.loss"), ("engine", "train.engine")]:
+    for flag, key in [("data", "data.path"), ("labels", "data.labels"), ("format", "data.format"), ("backbone", "model.backbone"), ("weights", "model.weights"), ("seed", "train.seed"), ("loss", "train.loss"), ("engine", "train.engine"), ("device", "train.device"), ("amp", "train.amp")]:
         v = getattr(args, flag, None)
         if v is not None:
             ov.append(f"{key}={v}")
@@ -198,6 +198,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--loss", default=None, choices=["bce", "asl"])
     p.add_argument("--engine", default=None, choices=["auto", "onnx", "torch"], help="engine for frozen forward passes")
+    p.add_argument("--device", default=None, help="auto (default: CUDA, else MPS, else CPU), cpu, cuda[:N], mps")
+    p.add_argument("--amp", default=None, choices=["bf16", "fp16"], help="mixed precision on GPU")
     p.add_argument("--no-cache", action="store_true", help="recompute the frozen backbone every batch (slow; for benchmarks)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
@@ -283,6 +285,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (DataError, ConfigError, CLIError, ModelError, CheckpointError, ExportError) as e:
+        if args.verbose:
+            import traceback
+
+            traceback.print_exc()
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -53,9 +53,9 @@ class PhaseConfig:
 
 def _default_phases() -> list[PhaseConfig]:
     return [
-        PhaseConfig("head", 0.0, 20, 0.0, 1.0),
-        PhaseConfig("unfreeze60", 0.6, 6, 0.0, 10.0),
-        PhaseConfig("unfreeze80", 0.8, 4, 0.0, 10.0),
+        PhaseConfig("head", 0.0, 8, 0.0, 1.0),
+        PhaseConfig("unfreeze60", 0.6, 8, 0.0, 10.0),
+        PhaseConfig("unfreeze80", 0.8, 6, 0.0, 10.0),
     ]
 
 
@@ -68,7 +68,7 @@ class TrainConfig:
     loss: str = "bce"  # bce | asl
     pos_weight: bool = False
     label_smoothing: float = 0.0
-    mixup: float = 0.0  # Beta(alpha, alpha) mixup of cached activations; 0 = off
+    mixup: float = 0.4  # Beta(alpha, alpha) mixup of cached activations; 0 = off
     asl_gamma_neg: float = 4.0
     asl_gamma_pos: float = 0.0
     asl_clip: float = 0.05
@@ -77,6 +77,8 @@ class TrainConfig:
     lr_find_steps: int = 60
     phases: list[PhaseConfig] = field(default_factory=_default_phases)
     threads: int = 0  # 0: all cores
+    device: str = "auto"  # auto (CUDA, else MPS, else CPU) | cpu | cuda | cuda:N | mps
+    amp: str = ""  # "" | bf16 | fp16: mixed precision on GPU
     freeze_bn: bool = True  # backbone BatchNorm keeps its pretrained statistics while fine-tuning
     cache_dir: str = ""  # "": <run>/cache; share one folder between runs to reuse caches (keys keep them apart)
     cache: bool = True  # False: recompute the frozen part every batch (only for benchmarks)
@@ -117,6 +119,8 @@ class Config:
             (len(t.phases) > 0, "train.phases must not be empty"),
             (t.lr_find_steps >= 10, "train.lr_find_steps must be >= 10"),
             (t.cache_dtype in ("float16", "float32"), "train.cache_dtype must be float16 or float32"),
+            (t.amp in ("", "bf16", "fp16"), "train.amp must be bf16, fp16 or empty"),
+            (t.device == "auto" or t.device in ("cpu", "mps") or t.device.startswith("cuda"), "train.device must be auto, cpu, cuda[:N] or mps"),
             (t.engine in ("auto", "onnx", "torch"), "train.engine must be auto, onnx or torch"),
             (t.cache_in_memory_gb >= 0, "train.cache_in_memory_gb must be >= 0"),
         ]

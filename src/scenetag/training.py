@@ -7,9 +7,12 @@ output for every (image, view) is computed once (see :mod:`scenetag.cache`).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
+import hashlib
 import io
+import itertools
 import json
 import logging
 import os
@@ -30,6 +33,7 @@ from .cache import ActivationCache, build_cache
 from .checkpoint import FORMAT_VERSION, read_checkpoint, save_checkpoint
 from .config import Config, ConfigError, config_to_yaml, load_config
 from .data import MultiLabelDataset, Split, load_dataset, split_dataset
+from .distributed import DistInfo, GradSync, average_buffers, barrier, broadcast, gather_rows, init_distributed, pick_device, shard_of
 from .evaluation import multilabel_metrics, tune_thresholds
 from .io import atomic_write_json, atomic_write_text
 from .lr_find import LRFindResult, lr_find, plot_lr_find
@@ -143,6 +147,13 @@ def endless_batches(cache: ActivationCache, tap: int, rows: np.ndarray, y: np.nd
         yield from epoch_batches(cache, tap, rows, y, batch_size, rng)
 
 
+def autocast_ctx(amp: str, device: str):
+    """Mixed precision on GPU (``bf16``/``fp16``); full precision on CPU, where it does not pay here."""
+    if not amp or device == "cpu":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
 def mixup(x: torch.Tensor, y: torch.Tensor, alpha: float, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Mixup on cached activations (manifold mixup): blend pairs of inputs and their label vectors."""
     lam = float(rng.beta(alpha, alpha))
@@ -152,15 +163,15 @@ def mixup(x: torch.Tensor, y: torch.Tensor, alpha: float, rng: np.random.Generat
 
 
 @torch.no_grad()
-def predict_cached(model: MultiLabelNet, cache: ActivationCache, tap: int, rows: np.ndarray, batch_size: int = 128) -> np.ndarray:
+def predict_cached(model: MultiLabelNet, cache: ActivationCache, tap: int, rows: np.ndarray, batch_size: int = 128, device: str = "cpu") -> np.ndarray:
     """Probabilities averaged over the cached views (test-time augmentation), shape (n, classes)."""
     was = model.training
     model.eval()
     probs = np.zeros((len(rows), model.n_classes), dtype=np.float64)
     for v in range(len(cache.kinds)):
         for s in range(0, len(rows), batch_size):
-            x = cache.get(tap, rows[s : s + batch_size], v)
-            probs[s : s + batch_size] += torch.sigmoid(model.forward_from(tap, x)).double().numpy()
+            x = cache.get(tap, rows[s : s + batch_size], v).to(device)
+            probs[s : s + batch_size] += torch.sigmoid(model.forward_from(tap, x)).double().cpu().numpy()
     model.train(was)
     return probs / len(cache.kinds)
 
@@ -175,7 +186,8 @@ def seed_everything(seed: int) -> None:
 
 
 def set_threads(n: int) -> int:
-    n = n or os.cpu_count() or 1
+    # Under torchrun the local processes share the cores.
+    n = n or max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     torch.set_num_threads(n)
     return n
 
@@ -221,9 +233,15 @@ class Prepared:
     taps: list[int]
     train_cache: ActivationCache
     eval_cache: ActivationCache
-    train_rows: np.ndarray  # rows of train_cache holding split.train
-    eval_rows_val: np.ndarray  # rows of eval_cache holding split.val
+    train_rows: np.ndarray  # rows of train_cache this rank trains on
+    y_train: np.ndarray  # their labels
+    eval_rows_val: np.ndarray  # rows of eval_cache holding (this rank's part of) split.val
     eval_rows_test: np.ndarray
+    order_val: np.ndarray  # positions of those rows within split.val
+    order_test: np.ndarray
+    dist: DistInfo
+    device: str
+    grad_sync: GradSync
 
 
 def phase_boundaries(model: MultiLabelNet, cfg: Config) -> list[int]:
@@ -250,7 +268,12 @@ def prepare(cfg: Config, run_dir: Path, progress: bool = True, ds: MultiLabelDat
     """
     set_threads(cfg.train.threads)
     seed_everything(cfg.train.seed)
+    device = pick_device(cfg.train.device, int(os.environ.get("LOCAL_RANK", "0")))
+    info = init_distributed(device)
+    if info.enabled and whole:
+        raise ConfigError("cross-validation (--cv) is not supported under torchrun; run the folds as separate jobs")
     ds = ds or load_dataset(cfg.data.path, cfg.data.labels, cfg.data.format)
+    # Identical on every rank: same data, same seed.
     split = split or split_dataset(ds.labels, cfg.data.val, cfg.data.test, cfg.train.seed)
     model = build_model(cfg.model.backbone, cfg.model.weights, len(ds.classes), cfg.model.head, cfg.model.dropout)
     pp = model_preprocessing(model, cfg.model.image_size)
@@ -258,21 +281,40 @@ def prepare(cfg: Config, run_dir: Path, progress: bool = True, ds: MultiLabelDat
     mid = model_identity(cfg)
     model.freeze_bn = cfg.train.freeze_bn
     cache_dir = Path(cfg.train.cache_dir) if cfg.train.cache_dir else run_dir / "cache"
+    if not info.is_main:
+        cache_dir = None  # other ranks keep their shard's cache in memory: only rank 0 writes files
     t = cfg.train
-    common = dict(taps=taps, pp=pp, seed=t.seed, cache_dir=cache_dir, batch_size=t.batch_size, engine=t.engine, dtype=t.cache_dtype, in_memory_gb=t.cache_in_memory_gb, max_pixels=cfg.data.max_pixels, progress=progress)
-    train_ids = np.arange(len(ds)) if whole else split.train
+    common = dict(taps=taps, pp=pp, seed=t.seed, cache_dir=cache_dir, batch_size=t.batch_size, engine=t.engine, device=device, dtype=t.cache_dtype, in_memory_gb=t.cache_in_memory_gb, max_pixels=cfg.data.max_pixels, progress=progress and info.is_main)
+    if whole:
+        train_ids = held = np.arange(len(ds))
+        rows_train, y_train = split.train, ds.labels[split.train]
+        rows_val, rows_test = split.val, split.test
+        order_val, order_test = np.arange(len(split.val)), np.arange(len(split.test))
+    else:
+        train_ids = split.train[shard_of(len(split.train), info)]
+        rows_train, y_train = np.arange(len(train_ids)), ds.labels[train_ids]
+        held_all = np.concatenate([split.val, split.test])
+        pos = shard_of(len(held_all), info)
+        held = held_all[pos]
+        rows_val, rows_test = np.flatnonzero(pos < len(split.val)), np.flatnonzero(pos >= len(split.val))
+        order_val, order_test = pos[rows_val], pos[rows_test] - len(split.val)
+    if info.enabled:
+        shown = json.dumps(sorted(int(i) for i in train_ids)) if len(train_ids) <= 200 else f"sha {hashlib.sha256(np.sort(train_ids).tobytes()).hexdigest()[:12]}"
+        log.info("rank %d/%d trains on %d images: %s", info.rank, info.world, len(train_ids), shown)
     log.info("caching %d training images x %d views at pieces %s", len(train_ids), len(t.views), taps)
     train_cache = build_cache(model, mid, ds.subset(train_ids), t.views, ids=train_ids, **common)
-    held = np.arange(len(ds)) if whole else np.concatenate([split.val, split.test])
     eval_views = EVAL_VIEWS if t.tta else ["orig"]
     eval_cache = build_cache(model, mid, ds.subset(held), eval_views, ids=held, **common)
-    if whole:
-        rows_train, rows_val, rows_test = split.train, split.val, split.test
-    else:
-        rows_train = np.arange(len(split.train))
-        rows_val = np.arange(len(split.val))
-        rows_test = np.arange(len(split.val), len(held))
-    return Prepared(cfg, ds, split, model, pp, taps, train_cache, eval_cache, rows_train, rows_val, rows_test)
+    model.to(device)
+    return Prepared(cfg, ds, split, model, pp, taps, train_cache, eval_cache, rows_train, y_train, rows_val, rows_test, order_val, order_test, info, device, GradSync(model, info))
+
+
+def predict_split(p: Prepared, k: int, which: str) -> np.ndarray:
+    """TTA probabilities for all of split.val or split.test, gathered from every rank."""
+    rows, order = (p.eval_rows_val, p.order_val) if which == "val" else (p.eval_rows_test, p.order_test)
+    n = len(p.split.val) if which == "val" else len(p.split.test)
+    local = predict_cached(p.model, p.eval_cache, k, rows, device=p.device)
+    return gather_rows(order, local, n, p.dist)
 
 
 def checkpoint_meta(p: Prepared, boundary: int, thresholds: np.ndarray, metrics: dict) -> dict[str, Any]:
@@ -307,8 +349,7 @@ def run_phase(p: Prepared, pi: int, k: int, run_dir: Path, state: dict[str, Any]
     phase = cfg.train.phases[pi]
     t = cfg.train
     model.freeze_until(k)
-    y_train = p.ds.labels[p.split.train]
-    rows = p.train_rows
+    y_train, rows = p.y_train, p.train_rows
     resuming = state.get("phase") == pi and state.get("epoch", 0) > 0
     lr = phase.lr
     if resuming:
@@ -318,6 +359,10 @@ def run_phase(p: Prepared, pi: int, k: int, run_dir: Path, state: dict[str, Any]
     groups = discriminative_groups(model, k, lr, phase.lr_mult)
     opt = make_optimizer(groups, cfg)
     steps_per_epoch = sum(1 for s in range(0, len(rows), t.batch_size) if len(rows[s : s + t.batch_size]) >= 2)
+    if p.dist.enabled:  # every rank must take the same number of synchronised steps
+        steps = torch.tensor(steps_per_epoch)
+        torch.distributed.all_reduce(steps, op=torch.distributed.ReduceOp.MIN)
+        steps_per_epoch = int(steps)
     sched = one_cycle(opt, steps_per_epoch * phase.epochs)
     start = 0
     if resuming:
@@ -325,25 +370,31 @@ def run_phase(p: Prepared, pi: int, k: int, run_dir: Path, state: dict[str, Any]
         sched.load_state_dict(state["scheduler"])
         start = state["epoch"]
     y_val = p.ds.labels[p.split.val]
+    scaler = torch.amp.GradScaler(enabled=t.amp == "fp16" and p.device.startswith("cuda"))
     for epoch in range(start, phase.epochs):
         t0 = time.time()
         es = _epoch_seed(t.seed, pi, epoch)
         torch.manual_seed(es)
-        rng = np.random.default_rng(es)
+        rng = np.random.default_rng([es, p.dist.rank] if p.dist.enabled else es)
         model.train()
         total, n = 0.0, 0
-        bar = tqdm(epoch_batches(p.train_cache, k, rows, y_train, t.batch_size, rng), total=steps_per_epoch, desc=f"{phase.name} {epoch + 1}/{phase.epochs}", leave=False, disable=not progress)
+        batches = itertools.islice(epoch_batches(p.train_cache, k, rows, y_train, t.batch_size, rng), steps_per_epoch)
+        bar = tqdm(batches, total=steps_per_epoch, desc=f"{phase.name} {epoch + 1}/{phase.epochs}", leave=False, disable=not progress or not p.dist.is_main)
         for x, y in bar:
+            x, y = x.to(p.device), y.to(p.device)
             if t.mixup > 0:
                 x, y = mixup(x, y, t.mixup, rng)
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model.forward_from(k, x), y)
-            loss.backward()
-            opt.step()
+            with autocast_ctx(t.amp, p.device):
+                loss = loss_fn(model.forward_from(k, x).float(), y)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
             sched.step()
             total += float(loss.detach()) * len(y)
             n += len(y)
-        probs = predict_cached(model, p.eval_cache, k, p.eval_rows_val)
+        average_buffers(model, p.dist)
+        probs = predict_split(p, k, "val")
         m = multilabel_metrics(y_val, probs, 0.5, p.ds.classes) if len(y_val) else {}
         row = {
             "phase": phase.name,
@@ -365,10 +416,12 @@ def run_phase(p: Prepared, pi: int, k: int, run_dir: Path, state: dict[str, Any]
         if score > state["best_score"]:
             state["best_score"] = score
             state["best_boundary"] = k
-            save_checkpoint(run_dir / "best.pt", model, checkpoint_meta(p, k, np.full(len(p.ds.classes), 0.5), {"val": m}))
+            if p.dist.is_main:
+                save_checkpoint(run_dir / "best.pt", model, checkpoint_meta(p, k, np.full(len(p.ds.classes), 0.5), {"val": m}))
         state.update(phase=pi, epoch=epoch + 1, lr=lr, optimizer=opt.state_dict(), scheduler=sched.state_dict())
-        save_checkpoint(run_dir / "last.pt", model, checkpoint_meta(p, k, np.full(len(p.ds.classes), 0.5), {"val": m}), train_state=_train_state(state))
-        write_metrics_csv(run_dir / "metrics.csv", state["history"])
+        if p.dist.is_main:
+            save_checkpoint(run_dir / "last.pt", model, checkpoint_meta(p, k, np.full(len(p.ds.classes), 0.5), {"val": m}), train_state=_train_state(state))
+            write_metrics_csv(run_dir / "metrics.csv", state["history"])
         if _TEST_EPOCH_SLEEP:  # lets the SIGKILL test land inside a phase
             time.sleep(_TEST_EPOCH_SLEEP)
 
@@ -382,17 +435,22 @@ def find_lr(p: Prepared, pi: int, k: int, loss_fn: nn.Module, run_dir: Path) -> 
     """LR finder on the cached activations of phase ``pi``; saves the plot, returns the LR to use."""
     cfg, model = p.cfg, p.model
     phase = cfg.train.phases[pi]
+    if not p.dist.is_main:  # rank 0 sweeps on its shard; the others take its answer
+        return float(broadcast(None, p.dist))
     groups = discriminative_groups(model, k, 1e-3, phase.lr_mult)
     opt = make_optimizer(groups, cfg)
-    y_train = p.ds.labels[p.split.train]
-    batches = endless_batches(p.train_cache, k, p.train_rows, y_train, cfg.train.batch_size, _epoch_seed(cfg.train.seed, pi, -1))
+    batches = ((x.to(p.device), y.to(p.device)) for x, y in endless_batches(p.train_cache, k, p.train_rows, p.y_train, cfg.train.batch_size, _epoch_seed(cfg.train.seed, pi, -1)))
     torch.manual_seed(_epoch_seed(cfg.train.seed, pi, -2))
-    res = lr_find(model, opt, batches, loss_fn, forward=lambda x: model.forward_from(k, x), steps=cfg.train.lr_find_steps)
+    p.grad_sync.active = False
+    try:
+        res = lr_find(model, opt, batches, loss_fn, forward=lambda x: model.forward_from(k, x), steps=cfg.train.lr_find_steps)
+    finally:
+        p.grad_sync.active = True
     # The valley can land on noise with tiny data: keep it in a sane band.
     lr = float(np.clip(res.suggestion, 1e-5, 3e-2))
     plot_lr_find(res, run_dir / f"lr_find_{pi + 1}_{phase.name}.png", f"LR finder, phase {pi + 1} ({phase.name})", chosen=lr)
     atomic_write_json(run_dir / f"lr_find_{pi + 1}_{phase.name}.json", res.to_dict() | {"used": lr})
-    return lr
+    return float(broadcast(lr, p.dist))
 
 
 def write_run_files(cfg: Config, run_dir: Path, split: Split) -> None:
@@ -417,7 +475,8 @@ def train(cfg: Config, run_dir: Path | str, resume: bool = False, progress: bool
     t_start = time.time()
     p = prepare(cfg, run_dir, progress, split=split, whole=whole)
     if not resume:
-        write_run_files(cfg, run_dir, p.split)
+        if p.dist.is_main:
+            write_run_files(cfg, run_dir, p.split)
     else:
         model_payload = read_checkpoint(run_dir / "last.pt")
         p.model.load_state_dict(model_payload["state_dict"])
@@ -429,12 +488,24 @@ def train(cfg: Config, run_dir: Path | str, resume: bool = False, progress: bool
         if pi > state["phase"]:
             state.update(phase=pi, epoch=0)
         run_phase(p, pi, k, run_dir, state, loss_fn, progress)
-    if state["history"]:
+    if state["history"] and p.dist.is_main:
         plot_training_curves(state["history"], run_dir / "curves.png")
     result = finalize(p, run_dir, state)
     result["train_seconds"] = round(time.time() - t_start, 1)
-    atomic_write_json(run_dir / "result.json", result)
+    if p.dist.enabled:
+        log.info("rank %d/%d final weights sha %s", p.dist.rank, p.dist.world, weights_digest(p.model))
+    if p.dist.is_main:
+        atomic_write_json(run_dir / "result.json", result)
     return result
+
+
+def weights_digest(model: nn.Module) -> str:
+    """Hash of every parameter, to compare models across processes."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def _load_resume(run_dir: Path) -> tuple[Config, dict[str, Any], Split]:
@@ -451,20 +522,24 @@ def _load_resume(run_dir: Path) -> tuple[Config, dict[str, Any], Split]:
 
 def finalize(p: Prepared, run_dir: Path, state: dict[str, Any]) -> dict[str, Any]:
     """Load the best weights, tune per-label thresholds on val, evaluate on test, rewrite best.pt."""
+    barrier(p.dist)  # best.pt is complete before any rank reads it
     payload = read_checkpoint(run_dir / "best.pt")
     p.model.load_state_dict(payload["state_dict"])
     k = int(payload["meta"]["boundary"])
     y_val = p.ds.labels[p.split.val]
-    probs_val = predict_cached(p.model, p.eval_cache, k, p.eval_rows_val)
+    probs_val = predict_split(p, k, "val")
     thresholds = tune_thresholds(y_val, probs_val, p.cfg.train.threshold_mode) if len(y_val) else np.full(len(p.ds.classes), 0.5)
     metrics: dict[str, Any] = {"val": multilabel_metrics(y_val, probs_val, thresholds, p.ds.classes)} if len(y_val) else {}
     if len(p.split.test):
         y_test = p.ds.labels[p.split.test]
-        probs_test = predict_cached(p.model, p.eval_cache, k, p.eval_rows_test)
+        probs_test = predict_split(p, k, "test")
         metrics["test"] = multilabel_metrics(y_test, probs_test, thresholds, p.ds.classes)
-        _save_predictions(run_dir / "test_predictions.csv", p, p.split.test, y_test, probs_test, thresholds)
-    save_checkpoint(run_dir / "best.pt", p.model, checkpoint_meta(p, k, thresholds, metrics))
-    atomic_write_json(run_dir / "metrics.json", metrics)
+        if p.dist.is_main:
+            _save_predictions(run_dir / "test_predictions.csv", p, p.split.test, y_test, probs_test, thresholds)
+    if p.dist.is_main:
+        save_checkpoint(run_dir / "best.pt", p.model, checkpoint_meta(p, k, thresholds, metrics))
+        atomic_write_json(run_dir / "metrics.json", metrics)
+    barrier(p.dist)
     return {"metrics": metrics, "thresholds": thresholds.tolist(), "best_boundary": k, "run_dir": str(run_dir)}
 
 
