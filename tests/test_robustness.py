@@ -52,3 +52,35 @@ def test_sigkill_mid_phase_then_resume_equals_uninterrupted(synth_dir, tmp_path)
     assert len(_rows(run)) == 24
     assert resumed["metrics"]["test"]["samples_f1"] == ref["metrics"]["test"]["samples_f1"]
     assert resumed["metrics"]["test"]["bce_loss"] == pytest.approx(ref["metrics"]["test"]["bce_loss"], abs=1e-9)
+
+
+def _no_space(*args, **kwargs):
+    raise OSError(28, "No space left on device", str(args[1]) if len(args) > 1 else None)
+
+
+def test_disk_full_keeps_previous_best(trained_run, tmp_path, monkeypatch):
+    import scenetag.io
+    from scenetag.checkpoint import load_model, save_checkpoint
+
+    _, run, _ = trained_run
+    best = tmp_path / "best.pt"
+    best.write_bytes((run / "best.pt").read_bytes())
+    before = best.read_bytes()
+    model, meta = load_model(best)
+    monkeypatch.setattr(scenetag.io.os, "replace", _no_space)
+    with pytest.raises(OSError, match="No space left"):
+        save_checkpoint(best, model, meta | {"thresholds": [0.1] * 5})
+    assert best.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["best.pt"]  # the temp file is gone too
+
+
+def test_cli_write_failure_is_a_clear_error(trained_run, tmp_path, monkeypatch, capsys):
+    import scenetag.io
+    from scenetag.cli import main
+
+    _, run, _ = trained_run
+    monkeypatch.setattr(scenetag.io.os, "replace", _no_space)
+    assert main(["export", "--model", str(run / "best.pt"), "--out", str(tmp_path / "m.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "Traceback" not in err
+    assert not list(tmp_path.iterdir())

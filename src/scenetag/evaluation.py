@@ -86,7 +86,11 @@ def _best_f1_threshold(y: np.ndarray, p: np.ndarray) -> float:
     best = int(np.argmax(f1))
     # Midpoint to the next lower score generalises better than the exact score.
     lower = p[p < thr[best]]
-    return float((thr[best] + lower.max()) / 2) if lower.size else float(thr[best])
+    if not lower.size:
+        return float(thr[best])
+    mid = (thr[best] + lower.max()) / 2
+    # With nearly equal scores the midpoint can round onto the lower one: keep the exact score then.
+    return float(mid) if lower.max() < mid <= thr[best] else float(thr[best])
 
 
 def tune_thresholds(y: np.ndarray, p: np.ndarray, mode: str = "per_label", fallback: bool = True) -> np.ndarray:

@@ -480,7 +480,7 @@ def train(cfg: Config, run_dir: Path | str, resume: bool = False, progress: bool
     else:
         model_payload = read_checkpoint(run_dir / "last.pt")
         p.model.load_state_dict(model_payload["state_dict"])
-    loss_fn = make_loss(cfg, p.ds.labels[p.split.train])
+    loss_fn = make_loss(cfg, p.ds.labels[p.split.train]).to(p.device)
     boundaries = phase_boundaries(p.model, cfg)
     for pi, k in enumerate(boundaries):
         if pi < state["phase"] or (pi == state["phase"] and state["epoch"] >= cfg.train.phases[pi].epochs and state["epoch"] > 0):
@@ -567,7 +567,7 @@ def lr_find_only(cfg: Config, run_dir: Path | str, phase: int = 1, progress: boo
     p = prepare(one, run_dir, progress)
     k = phase_boundaries(p.model, one)[0]
     p.model.freeze_until(k)
-    lr = find_lr(p, 0, k, make_loss(one, p.ds.labels[p.split.train]), run_dir)
+    lr = find_lr(p, 0, k, make_loss(one, p.ds.labels[p.split.train]).to(p.device), run_dir)
     name = one.train.phases[0].name
     return {"lr": lr, "plot": str(run_dir / f"lr_find_1_{name}.png"), "data": str(run_dir / f"lr_find_1_{name}.json")}
 
