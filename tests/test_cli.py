@@ -47,3 +47,17 @@ def test_bad_config_rejected_before_work(synth_dir, tmp_path, capsys):
 def test_python_dash_m_works():
     r = subprocess.run([sys.executable, "-m", "scenetag", "--version"], capture_output=True, text=True)
     assert r.returncode == 0 and "scenetag" in r.stdout
+
+
+def test_run_command_explores_trains_evaluates_then_reuses(synth_dir, tmp_path, capsys):
+    args = ["run", "--data", str(synth_dir), "--out", str(tmp_path / "r"), "-q",
+            "--set", "model.backbone=test_efficientnet", "--set", "model.weights=none", "--set", "model.image_size=48",
+            "--set", "train.views=[orig, flip]", "--set", "train.batch_size=8", "--set", "train.lr_find_steps=12",
+            "--set", "train.phases=[{name: head, unfreeze: 0.0, epochs: 1, lr: 0.003, lr_mult: 1.0}]"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "60 images, 5 classes" in out and "samples_f1" in out
+    for f in ["explore/report.html", "best.pt", "evaluation/report.html", "evaluation/metrics.json"]:
+        assert (tmp_path / "r" / f).is_file(), f
+    assert main(args) == 0
+    assert "already holds a finished run" in capsys.readouterr().out

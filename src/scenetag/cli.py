@@ -96,19 +96,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = None if args.resume else _load_cfg(args)
     out = Path(args.resume or args.out)
     result = train(cfg, out, resume=bool(args.resume), progress=not args.quiet)
-    for part in ("val", "test"):
-        if part in result["metrics"]:
-            _print_metrics(result["metrics"][part], f"{part} metrics (tuned per-label thresholds)")
+    _print_result(result)
     print(f"trained in {result['train_seconds']:.0f}s; run folder: {out} (best.pt, metrics.csv, curves.png)")
     return 0
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    """Main job of `make run`: train (or reuse/resume) and report the test metrics."""
-    from .training import train_or_resume
+def _print_result(result: dict) -> None:
+    for part in ("val", "test"):
+        if part in result["metrics"]:
+            _print_metrics(result["metrics"][part], f"{part} metrics (tuned per-label thresholds)")
 
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Main job of `make run`: exploration report, train (or reuse/resume), evaluation report of the test split."""
     from .data import load_dataset
+    from .evaluation import evaluate_checkpoint
     from .explore import explore
+    from .training import train_or_resume
 
     out = Path(args.out)
     cfg = _load_cfg(args)
@@ -119,10 +123,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     result = train_or_resume(cfg, out, progress=not args.quiet)
     if result.get("reused"):
         print(f"{out} already holds a finished run with this config (remove it to retrain); its results:")
-    for part in ("val", "test"):
-        if part in result["metrics"]:
-            _print_metrics(result["metrics"][part], f"{part} metrics (tuned per-label thresholds)")
-    print(f"run folder: {out} (best.pt, metrics.csv, curves.png, metrics.json)")
+    else:
+        print(f"trained in {result['train_seconds']:.0f}s")
+    if "test" in result["metrics"]:
+        m = evaluate_checkpoint(out / "best.pt", out / "evaluation", data=out, split="test", progress=not args.quiet)
+        _print_metrics(m, "test split, evaluated from the images (tuned per-label thresholds)")
+        print(f"evaluation report: {out / 'evaluation' / 'report.html'}")
+    else:
+        _print_result(result)
+    print(f"run folder: {out} (best.pt, metrics.csv, curves.png)")
     return 0
 
 
