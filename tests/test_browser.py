@@ -86,3 +86,32 @@ def test_upload_in_browser_shows_labels(server, synth_dir, tmp_path):
         assert "bad.jpg" in driver.find_element(By.ID, "error").text
     finally:
         driver.quit()
+
+
+def test_slow_upload_is_cut_off_and_server_stays_up(trained_run, tmp_path):
+    """Slowloris: a client that sends half a body and stalls is dropped; others are still served."""
+    _, run, _ = trained_run
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "scenetag", "serve", "--model", str(run / "best.pt"), "--port", str(port), "--body-timeout", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        for _ in range(200):
+            try:
+                urllib.request.urlopen(url + "health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.3)
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=zz\r\nContent-Length: 5000\r\n\r\n--zz\r\n")
+        t0 = time.time()
+        assert urllib.request.urlopen(url + "health", timeout=5).status == 200  # others are served meanwhile
+        s.settimeout(20)
+        data = s.recv(4096)  # the server answers or closes within the body timeout (+ slack)
+        assert time.time() - t0 < 15
+        assert data == b"" or data.startswith(b"HTTP/1.1 4")
+        s.close()
+        assert urllib.request.urlopen(url + "health", timeout=5).status == 200
+        assert proc.poll() is None
+    finally:
+        proc.terminate()
+        proc.wait(10)

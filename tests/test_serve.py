@@ -76,3 +76,21 @@ def test_onnx_model_served(trained_run, tmp_path, synth_dir):
     assert a["labels"] == b["labels"]
     for k in a["probabilities"]:
         assert a["probabilities"][k] == pytest.approx(b["probabilities"][k], abs=1e-4)
+
+
+def test_concurrent_good_and_bad_requests(client, synth_dir):
+    from concurrent.futures import ThreadPoolExecutor
+
+    good = (synth_dir / "original" / "5.jpg").read_bytes()
+    want = client.post("/predict", files=[("files", ("g.jpg", good, "image/jpeg"))]).json()["predictions"][0]["labels"]
+
+    def call(i):
+        bad = i % 3 == 0
+        r = client.post("/predict", files=[("files", (f"{i}.jpg", good[: len(good) // 3] if bad else good, "image/jpeg"))])
+        return bad, r.status_code, (r.json()["predictions"][0]["labels"] if r.status_code == 200 else None)
+
+    with ThreadPoolExecutor(8) as ex:
+        results = list(ex.map(call, range(24)))
+    for bad, code, labels in results:
+        assert (code == 422) if bad else (code == 200 and labels == want)
+    assert client.get("/health").status_code == 200

@@ -194,7 +194,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .serve import ServeLimits, serve
 
     print(f"serving {args.model} on http://{args.host}:{args.port}/ (docs at /docs); Ctrl-C stops")
-    serve(args.model, args.host, args.port, ServeLimits(args.max_upload_mb, args.max_files))
+    serve(args.model, args.host, args.port, ServeLimits(args.max_upload_mb, args.max_files, body_timeout_s=args.body_timeout))
     return 0
 
 
@@ -277,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--max-upload-mb", type=float, default=10.0)
     p.add_argument("--max-files", type=int, default=16)
+    p.add_argument("--body-timeout", type=float, default=10.0, help="seconds to wait for the next piece of an upload before dropping it")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("lr-find", help="LR finder for one phase: plot + suggested LR")

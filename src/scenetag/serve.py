@@ -6,6 +6,7 @@ as file paths.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -28,6 +29,31 @@ class ServeLimits:
     max_upload_mb: float = 10.0  # whole request body
     max_files: int = 16
     max_pixels: int = DEFAULT_MAX_PIXELS
+    body_timeout_s: float = 10.0  # longest wait for the next piece of a request body
+
+
+class BodyTimeout:
+    """ASGI wrapper: a client that stalls mid-upload (slowloris) is cut off after ``timeout`` s.
+
+    The stalled request sees a disconnect, so its worker is freed and the
+    server keeps serving everyone else.
+    """
+
+    def __init__(self, app, timeout: float):
+        self.app, self.timeout = app, timeout
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def timed_receive():
+            try:
+                return await asyncio.wait_for(receive(), self.timeout)
+            except asyncio.TimeoutError:
+                log.warning("request body stalled for %.0fs; dropping the connection", self.timeout)
+                return {"type": "http.disconnect"}
+
+        return await self.app(scope, timed_receive, send)
 
 
 def create_app(model_path: Path | str, limits: ServeLimits | None = None) -> FastAPI:
@@ -104,6 +130,7 @@ def serve(model_path: Path | str, host: str = "127.0.0.1", port: int = 8000, lim
     """Run the app with uvicorn (blocking)."""
     import uvicorn
 
-    app = create_app(model_path, limits)
+    limits = limits or ServeLimits()
+    app = BodyTimeout(create_app(model_path, limits), limits.body_timeout_s)
     log.info("serving %s on http://%s:%d", model_path, host, port)
     uvicorn.run(app, host=host, port=port, log_level="warning", timeout_keep_alive=5)
