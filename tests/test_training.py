@@ -246,3 +246,27 @@ def test_cross_validation_covers_every_image_once(synth_dir, tmp_path):
     assert len(list((tmp_path / "cv" / "cache").glob("*.json"))) == 2
     again = cross_validate(cfg, tmp_path / "cv", k=3, progress=False)  # finished folds are reused
     assert again["mean"] == cv["mean"]
+
+
+def test_big_cache_goes_to_memory_mapped_file(synth_dir, tmp_path):
+    ds = load_dataset(synth_dir).subset(range(6))
+    model = _tiny_model()
+    args = dict(model=model, model_id={"t": 1}, ds=ds, kinds=["orig", "flip"], taps=[2, len(model.pieces())], pp=Preprocessing(size=32), seed=0, cache_dir=tmp_path, batch_size=4, engine="torch", progress=False)
+    small = build_cache(**args, in_memory_gb=0.0)  # nothing fits in memory
+    assert all(isinstance(a, np.memmap) for a in small.acts.values())
+    big = build_cache(**(args | {"cache_dir": None}), in_memory_gb=4.0)
+    for tap in small.acts:
+        assert not isinstance(big.acts[tap], np.memmap)
+        np.testing.assert_array_equal(np.asarray(small.acts[tap]), big.acts[tap])
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_lr_find_command(synth_dir, tmp_path, capsys):
+    from scenetag.cli import main
+
+    args = ["lr-find", "--data", str(synth_dir), "--out", str(tmp_path / "lr"), "-q", "--set", "model.backbone=test_efficientnet", "--set", "model.weights=none", "--set", "model.image_size=48", "--set", "train.views=[orig]", "--set", "train.lr_find_steps=15"]
+    assert main(args) == 0
+    assert "suggested LR" in capsys.readouterr().out
+    data = json.loads((tmp_path / "lr" / "lr_find_1_head.json").read_text())
+    assert 1e-5 <= data["used"] <= 3e-2 and len(data["lrs"]) == len(data["losses"]) >= 5
+    assert (tmp_path / "lr" / "lr_find_1_head.png").stat().st_size > 5000

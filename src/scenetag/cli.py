@@ -306,7 +306,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        out = getattr(args, "out", None) or getattr(args, "resume", None)
+        hint = f"; continue with: scenetag train --resume {out}" if args.command in ("train", "run") and out else ""
+        print(f"interrupted (the last finished epoch is saved in last.pt){hint}", file=sys.stderr)
         return 130
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import glob
+import itertools
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -67,8 +68,29 @@ class _Decoded(torch.utils.data.Dataset):
             return i, None, str(e)
 
 
-def _collate(batch):
-    return batch
+def _prefetched(decoder: "_Decoded", batch_size: int, workers: int):
+    """Yield decoded batches in order while the next ones decode in background threads.
+
+    Pillow and torch release the GIL while decoding and resizing, so threads
+    overlap decoding with inference without a process's start-up and copying.
+    """
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    starts = iter(range(0, len(decoder), batch_size))
+    decode = lambda s: [decoder[i] for i in range(s, min(s + batch_size, len(decoder)))]  # noqa: E731
+    if workers <= 0:
+        for s in starts:
+            yield decode(s)
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        pending = deque(pool.submit(decode, s) for s in itertools.islice(starts, workers + 1))
+        while pending:
+            batch = pending.popleft().result()
+            nxt = next(starts, None)
+            if nxt is not None:
+                pending.append(pool.submit(decode, nxt))
+            yield batch
 
 
 class Predictor:
@@ -77,7 +99,7 @@ class Predictor:
     Preprocessing, thresholds and class names come from the model file itself.
     """
 
-    def __init__(self, model_path: str | Path, batch_size: int = 32, tta: bool | None = None, fallback: bool | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS, num_workers: int = 1):
+    def __init__(self, model_path: str | Path, batch_size: int = 32, tta: bool | None = None, fallback: bool | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS, num_workers: int = 2):
         self.path = Path(model_path)
         self.batch_size = batch_size
         self.max_pixels = max_pixels
@@ -119,14 +141,9 @@ class Predictor:
         """
         items = list(images)
         results = [Prediction(path=_item_name(it, i)) for i, it in enumerate(items)]
-        loader = torch.utils.data.DataLoader(
-            _Decoded(items, self.pp, self.max_pixels),
-            batch_size=self.batch_size,
-            num_workers=self.num_workers if len(items) > self.batch_size else 0,
-            collate_fn=_collate,
-        )
+        decoder = _Decoded(items, self.pp, self.max_pixels)
         bar = tqdm(total=len(items), desc="predicting", unit="img", disable=not progress or len(items) <= 8)
-        for batch in loader:
+        for batch in _prefetched(decoder, self.batch_size, self.num_workers):
             good = [(i, t) for i, t, e in batch if e is None]
             for i, _, e in batch:
                 if e is not None:

@@ -1,74 +1,139 @@
 """Pictures a person looks at: label statistics, heatmaps, image grids with labels.
 
-Every function takes data and an output path and returns the path; files are
-written atomically (see :func:`scenetag.plotting.save_figure`).
+Every ``plot_*`` function takes data and an output path, writes one PNG
+atomically (via :func:`scenetag.plotting.save_figure`: temp file, ``format="png"``,
+then rename), closes the figure and returns the path.
 """
 from __future__ import annotations
 
+import textwrap
+from collections import Counter
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
-import numpy as np
-from PIL import Image
+import matplotlib
 
-from .plotting import plt, save_figure
+matplotlib.use("Agg")  # headless: no display on servers, in CI or under the service
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from .plotting import save_figure  # noqa: E402
 
 Caption = Sequence[tuple[str, str]]  # (text, colour) segments, drawn one per line
 
+_CAPTION_PT = 10  # vertical step between caption lines, in points (font size 8)
 
-def plot_label_distribution(classes: Sequence[str], counts: Sequence[int], n_images: int, path: Path) -> Path:
-    """Bar chart of positives per class, annotated with count and share of images."""
-    fig, ax = plt.subplots(figsize=(7, 4))
-    bars = ax.bar(range(len(classes)), counts, color="tab:blue", tick_label=list(classes))
+
+def _text_colour(rgba: Sequence[float]) -> str:
+    """Black or white, whichever reads better on a cell of colour ``rgba``."""
+    r, g, b = rgba[:3]
+    return "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
+
+
+def plot_label_distribution(classes: Sequence[str], counts: Sequence[int], path: Path, n_images: int | None = None) -> Path:
+    """Bar chart of positives per class, each bar annotated with its count and share.
+
+    The share is of ``n_images`` (images carrying the label); without it, of the
+    total of ``counts``.
+    """
+    counts = [int(c) for c in counts]
+    total = n_images if n_images else max(sum(counts), 1)
+    n = len(classes)
+    rotate = n > 8 or max((len(c) for c in classes), default=0) > 12
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * n + 2), 4.2))
+    bars = ax.bar(range(n), counts, color="tab:blue")
+    ax.set_xticks(range(n), list(classes), rotation=45 if rotate else 0, ha="right" if rotate else "center")
+    small = n > 12
     for b, c in zip(bars, counts):
-        ax.text(b.get_x() + b.get_width() / 2, b.get_height(), f"{c}\n{c / n_images:.1%}", ha="center", va="bottom", fontsize=9)
-    ax.set_ylabel("images with label")
-    ax.set_title(f"Label distribution ({n_images} images)")
-    ax.set_ylim(0, max(counts) * 1.25 if len(counts) else 1)
+        label = f"{c} ({c / total:.0%})" if small else f"{c}\n{c / total:.1%}"
+        ax.text(b.get_x() + b.get_width() / 2, b.get_height(), label, ha="center", va="bottom", fontsize=7 if small else 9, rotation=90 if small else 0)
+    ax.set_ylabel("images with label" if n_images else "labels")
+    ax.set_title(f"Label distribution ({n_images} images)" if n_images else "Label distribution")
+    ax.set_ylim(0, max(counts, default=0) * (1.35 if small else 1.22) or 1)
+    ax.spines[["top", "right"]].set_visible(False)
     return save_figure(fig, path)
 
 
-def plot_labels_per_image(hist: dict[str, int], path: Path) -> Path:
-    """Histogram of how many labels each image has."""
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+def plot_labels_per_image(hist: Mapping[str | int, int], path: Path) -> Path:
+    """Histogram of how many labels each image has, bars annotated with count and share."""
     keys = [int(k) for k in hist]
-    vals = list(hist.values())
+    vals = [int(v) for v in hist.values()]
+    total = max(sum(vals), 1)
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.6 * len(keys) + 2), 3.6))
     bars = ax.bar(keys, vals, color="tab:green")
     ax.set_xticks(keys)
     for b, v in zip(bars, vals):
-        ax.text(b.get_x() + b.get_width() / 2, b.get_height(), str(v), ha="center", va="bottom", fontsize=9)
+        ax.text(b.get_x() + b.get_width() / 2, b.get_height(), f"{v}\n{v / total:.1%}", ha="center", va="bottom", fontsize=9)
+    ax.set_ylim(0, max(vals, default=0) * 1.25 or 1)
     ax.set_xlabel("labels per image")
     ax.set_ylabel("images")
     ax.set_title("Labels per image")
+    ax.spines[["top", "right"]].set_visible(False)
     return save_figure(fig, path)
 
 
-def plot_combinations(combos: dict[str, int], path: Path) -> Path:
-    """Horizontal bars: count of every label combination, most frequent on top."""
-    items = sorted(combos.items(), key=lambda kv: kv[1])
-    fig, ax = plt.subplots(figsize=(7, 0.32 * len(items) + 1.2))
-    ax.barh([k for k, _ in items], [v for _, v in items], color="tab:purple")
+def plot_combinations(combos: Mapping[str, int], path: Path, max_items: int = 30) -> Path:
+    """Horizontal bars: count of every label combination, most frequent on top.
+
+    Beyond ``max_items`` combinations the rarest are pooled into one "other" bar.
+    """
+    items = sorted(combos.items(), key=lambda kv: (-kv[1], kv[0]))
+    total = max(sum(v for _, v in items), 1)
+    if len(items) > max_items:
+        rest = items[max_items - 1 :]
+        items = items[: max_items - 1] + [(f"other ({len(rest)} combinations)", sum(v for _, v in rest))]
+    items = items[::-1]  # barh draws bottom-up
+    fig, ax = plt.subplots(figsize=(7.5, 0.3 * len(items) + 1.3))
+    ax.barh(range(len(items)), [v for _, v in items], color="tab:purple")
+    ax.set_yticks(range(len(items)), [k for k, _ in items], fontsize=8)
     for i, (_, v) in enumerate(items):
-        ax.text(v, i, f" {v}", va="center", fontsize=8)
+        ax.text(v, i, f" {v} ({v / total:.1%})", va="center", fontsize=8)
+    ax.set_xlim(0, max((v for _, v in items), default=0) * 1.22 or 1)
+    ax.set_ylim(-0.6, len(items) - 0.4)
     ax.set_xlabel("images")
     ax.set_title("Label combinations")
-    ax.tick_params(axis="y", labelsize=8)
+    ax.spines[["top", "right"]].set_visible(False)
     return save_figure(fig, path)
 
 
-def plot_heatmap(matrix: np.ndarray, labels: Sequence[str], title: str, path: Path, fmt: str = ".2f", cmap: str = "viridis", xlabel: str = "", ylabel: str = "", vmin: float | None = None, vmax: float | None = None) -> Path:
-    """Annotated square heatmap (class x class)."""
+def plot_heatmap(
+    matrix: np.ndarray,
+    labels: Sequence[str],
+    title: str,
+    path: Path,
+    fmt: str = ".2f",
+    cmap: str = "viridis",
+    xlabel: str = "",
+    ylabel: str = "",
+    vmin: float | None = None,
+    vmax: float | None = None,
+    annotate: bool | None = None,
+) -> Path:
+    """Annotated square heatmap (class x class); NaN cells are grey and read "n/a".
+
+    ``fmt`` formats each value (``"d"`` for counts); ``annotate`` defaults to on
+    up to 25 classes. Text is black or white by the cell's brightness.
+    """
+    m = np.asarray(matrix, dtype=np.float64)
     n = len(labels)
-    fig, ax = plt.subplots(figsize=(1.1 * n + 2, 1.0 * n + 1.5))
-    im = ax.imshow(matrix, cmap=cmap, vmin=vmin, vmax=vmax)
-    ax.set_xticks(range(n), labels, rotation=30, ha="right")
-    ax.set_yticks(range(n), labels)
-    lo, hi = np.nanmin(matrix), np.nanmax(matrix)
-    mid = (lo + hi) / 2
-    for i in range(n):
-        for j in range(n):
-            v = matrix[i, j]
-            ax.text(j, i, format(v, fmt), ha="center", va="center", fontsize=9, color="white" if v < mid else "black")
+    cell = min(0.95, 11.0 / max(n, 1))
+    fig, ax = plt.subplots(figsize=(cell * n + 2.8, cell * n + 2.0))
+    cm = plt.get_cmap(cmap).copy()
+    cm.set_bad("lightgrey")
+    im = ax.imshow(np.ma.masked_invalid(m), cmap=cm, vmin=vmin, vmax=vmax)
+    fs = 9 if n <= 10 else 7
+    ax.set_xticks(range(n), list(labels), rotation=35, ha="right", fontsize=fs)
+    ax.set_yticks(range(n), list(labels), fontsize=fs)
+    if annotate if annotate is not None else n <= 25:
+        for i in range(n):
+            for j in range(n):
+                v = m[i, j]
+                if np.isnan(v):
+                    ax.text(j, i, "n/a", ha="center", va="center", fontsize=fs, color="black")
+                    continue
+                text = format(int(round(v)), fmt) if fmt.endswith("d") else format(v, fmt)
+                ax.text(j, i, text, ha="center", va="center", fontsize=fs, color=_text_colour(cm(im.norm(v))))
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
@@ -76,37 +141,87 @@ def plot_heatmap(matrix: np.ndarray, labels: Sequence[str], title: str, path: Pa
     return save_figure(fig, path)
 
 
-def plot_image_sizes(sizes: np.ndarray, path: Path) -> Path:
-    """Scatter of width vs height and a histogram of aspect ratios."""
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
-    w, h = sizes[:, 0], sizes[:, 1]
-    a1.scatter(w, h, s=8, alpha=0.3)
+def plot_image_sizes(sizes: np.ndarray, path: Path, top: int = 3) -> Path:
+    """Width vs height (one marker per distinct size, area ~ number of images) and aspect ratios.
+
+    The ``top`` most common sizes are labelled in the scatter.
+    """
+    sizes = np.asarray(sizes, dtype=np.int64).reshape(-1, 2)
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.3))
+    if len(sizes) == 0:
+        for ax in (a1, a2):
+            ax.text(0.5, 0.5, "no readable image headers", ha="center", va="center", transform=ax.transAxes)
+    else:
+        counts = Counter(map(tuple, sizes.tolist()))
+        uniq = np.array(list(counts.keys()))
+        k = np.array(list(counts.values()))
+        a1.scatter(uniq[:, 0], uniq[:, 1], s=12 + 300 * np.sqrt(k / k.max()), alpha=0.45, edgecolors="tab:blue", linewidths=0.5)
+        for (w, h), c in counts.most_common(top):
+            a1.annotate(f"{w}x{h}: {c}", (w, h), xytext=(6, 6), textcoords="offset points", fontsize=8)
+        lim = sizes.max() * 1.1
+        a1.plot([0, lim], [0, lim], ls=":", color="grey", lw=0.8)  # square images
+        a1.set_xlim(0, lim)
+        a1.set_ylim(0, lim)
+        a1.set_aspect("equal")
+        ratio = sizes[:, 0] / np.maximum(sizes[:, 1], 1)
+        a2.hist(ratio, bins=40, color="tab:orange")
+        a2.axvline(1.0, ls=":", color="grey", lw=0.8)
+        a2.text(1.0, 0.98, " square", transform=a2.get_xaxis_transform(), va="top", fontsize=8, color="grey")
+        a2.axvline(float(np.median(ratio)), ls="--", color="black", lw=0.8)
+        a2.text(float(np.median(ratio)), 0.9, f" median {np.median(ratio):.2f}", transform=a2.get_xaxis_transform(), va="top", fontsize=8)
     a1.set_xlabel("width (px)")
     a1.set_ylabel("height (px)")
-    a1.set_title("Image sizes")
-    a2.hist(w / h, bins=30, color="tab:orange")
+    a1.set_title(f"Image sizes ({len(sizes)} images; marker area ~ count)")
     a2.set_xlabel("aspect ratio (width / height)")
     a2.set_ylabel("images")
     a2.set_title("Aspect ratios")
     return save_figure(fig, path)
 
 
-def plot_image_grid(images: Sequence[Image.Image], captions: Sequence[str | Caption], path: Path, ncols: int = 5, title: str = "", thumb: int = 160) -> Path:
-    """Thumbnails in a grid, each with its caption below (plain text or coloured segments)."""
+def _caption_lines(cap: str | Caption, width: int) -> list[tuple[str, str]]:
+    segs = [(cap, "black")] if isinstance(cap, str) else list(cap)
+    return [(line, colour) for text, colour in segs for line in (textwrap.wrap(text, width) or [""])]
+
+
+def plot_image_grid(
+    images: Sequence[Image.Image | None],
+    captions: Sequence[str | Caption],
+    path: Path,
+    ncols: int = 5,
+    title: str = "",
+    thumb: int = 200,
+    row_labels: Sequence[str] | None = None,
+) -> Path:
+    """Thumbnails in a grid, each with its caption below.
+
+    A caption is plain text (black) or a list of ``(text, colour)`` segments,
+    one line each (e.g. green/orange/red prediction results); long lines wrap.
+    A ``None`` image leaves its cell empty (to keep rows aligned), and
+    ``row_labels`` names each row at its left. Images are shrunk to ``thumb``
+    pixels so the figure stays small.
+    """
     n = len(images)
     ncols = max(1, min(ncols, n))
     nrows = max(1, -(-n // ncols))
-    max_lines = max((1 if isinstance(c, str) else len(c)) for c in captions) if captions else 1
-    fig, axes = plt.subplots(nrows, ncols, figsize=(2.3 * ncols, (2.0 + 0.22 * max_lines) * nrows + (0.4 if title else 0)), squeeze=False)
+    width = 30  # characters per caption line at font size 8 in a 2.1 inch cell
+    lines = [_caption_lines(c, width) for c in captions]
+    max_lines = max((len(ls) for ls in lines), default=1)
+    left = 0.35 if row_labels else 0.0
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.1 * ncols + left, (1.75 + 0.16 * max_lines) * nrows + (0.4 if title else 0)), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, img, cap in zip(axes.flat, images, captions):
+    for ax, img, cap in zip(axes.flat, images, lines):
+        if img is None:
+            continue
         im = img.copy()
         im.thumbnail((thumb, thumb))
         ax.imshow(im)
-        segs = [(cap, "black")] if isinstance(cap, str) else list(cap)
-        for i, (text, colour) in enumerate(segs):
-            ax.annotate(text, xy=(0.5, 0), xycoords="axes fraction", xytext=(0, -3 - 10 * i), textcoords="offset points", ha="center", va="top", fontsize=8, color=colour)
+        for i, (text, colour) in enumerate(cap):
+            ax.annotate(text, xy=(0.5, 0), xycoords="axes fraction", xytext=(0, -3 - _CAPTION_PT * i), textcoords="offset points", ha="center", va="top", fontsize=8, color=colour)
+    for r, label in enumerate(row_labels or []):
+        if r < nrows:
+            ax = axes[r, 0]
+            ax.text(-0.06, 0.5, label, transform=ax.transAxes, rotation=90, ha="right", va="center", fontsize=10, fontweight="bold")
     if title:
         fig.suptitle(title)
     fig.tight_layout()
