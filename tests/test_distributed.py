@@ -38,7 +38,10 @@ def test_torchrun_two_processes(synth_dir, tmp_path):
         "--set", "train.views=[orig, flip]", "--set", "train.batch_size=8", "--set", "train.lr_find_steps=12",
         "--set", "train.phases=[{name: head, unfreeze: 0.0, epochs: 1, lr: 0.0, lr_mult: 1.0}, {name: top, unfreeze: 0.5, epochs: 1, lr: 0.002, lr_mult: 10.0}]",
     ]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    import os
+
+    env = dict(os.environ, SCENETAG_LOG_ALL_RANKS="1")  # rank 1 reports its shard and weights too
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     log = r.stdout + r.stderr
     assert r.returncode == 0, log[-3000:]
     shards = {int(m.group(1)): json.loads(m.group(2)) for m in re.finditer(r"rank (\d)/2 trains on \d+ images: (\[[^\]]*\])", log)}

@@ -74,13 +74,18 @@ def test_disk_full_keeps_previous_best(trained_run, tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["best.pt"]  # the temp file is gone too
 
 
-def test_cli_write_failure_is_a_clear_error(trained_run, tmp_path, monkeypatch, capsys):
+def _denied(*args, **kwargs):
+    raise PermissionError(13, "Permission denied", str(args[1]) if len(args) > 1 else None)
+
+
+@pytest.mark.parametrize("fail, message", [(_no_space, "No space left on device"), (_denied, "Permission denied")])
+def test_cli_write_failure_is_a_clear_error(trained_run, tmp_path, monkeypatch, capsys, fail, message):
     import scenetag.io
     from scenetag.cli import main
 
     _, run, _ = trained_run
-    monkeypatch.setattr(scenetag.io.os, "replace", _no_space)
+    monkeypatch.setattr(scenetag.io.os, "replace", fail)
     assert main(["export", "--model", str(run / "best.pt"), "--out", str(tmp_path / "m.onnx")]) == 2
     err = capsys.readouterr().err
-    assert "No space left on device" in err and "Traceback" not in err
+    assert message in err and "m.onnx" in err and "Traceback" not in err
     assert not list(tmp_path.iterdir())

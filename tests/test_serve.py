@@ -53,6 +53,8 @@ def test_bad_inputs(client):
     r = client.post("/predict", files=[("files", ("huge.png", _png_bomb(), "image/png"))])
     assert r.status_code == 422 and "over the limit" in r.json()["detail"]
     assert client.post("/predict").status_code == 422  # no files at all
+    r = client.post("/predict", content=b'{"files": "x"}', headers={"content-type": "application/json"})
+    assert r.status_code == 422  # wrong content type
     r = client.post("/predict", files=[("files", ("../../etc/passwd", _jpeg(), "image/jpeg"))])
     assert r.status_code == 200 and r.json()["predictions"][0]["filename"] == "../../etc/passwd"  # echoed, never opened
 

@@ -1,16 +1,26 @@
-"""Exploration report of a data set: statistics + pictures in one self-contained report.html."""
+"""Exploration report of a data set: statistics and pictures in one self-contained report.html.
+
+:func:`explore` writes into its output folder (every file atomically):
+
+* ``label_distribution.png``, ``labels_per_image.png``, ``combinations.png``;
+* ``correlation.png`` (phi), ``cooccurrence.png`` (counts), ``conditional.png`` (P(B | A));
+* ``image_sizes.png`` (from the image headers only), ``samples.png`` (a few images per class);
+* ``summary.json`` (the returned dict) and ``report.html`` (all of it, figures embedded).
+"""
 from __future__ import annotations
 
 import base64
 import html
 import logging
+import time
 from collections import Counter
 from pathlib import Path
+from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image
 
-from .data import MultiLabelDataset, label_stats, open_image
+from .data import DataError, MultiLabelDataset, label_stats, open_image
 from .io import atomic_write_json, atomic_write_text
 from .visualisation import (
     plot_combinations,
@@ -22,27 +32,51 @@ from .visualisation import (
 )
 
 log = logging.getLogger(__name__)
+
+_ORIENTATION = 0x0112  # EXIF tag
 _ROTATED = {5, 6, 7, 8}  # EXIF orientations that swap width and height
+THUMB = 200  # longest side of the sample thumbnails, pixels
+MAX_PAIRS = 20  # pairs listed in the summary
+
+# (file name, heading, one-sentence caption) of every figure, in report order.
+FIGURES: tuple[tuple[str, str, str], ...] = (
+    ("label_distribution.png", "Label distribution", "Number of images carrying each label, with its share of all images."),
+    ("labels_per_image.png", "Labels per image", "How many labels each image has."),
+    ("combinations.png", "Label combinations", "Every combination of labels that occurs, most frequent first, with its count and share."),
+    ("correlation.png", "Label correlation", "Pearson (phi) correlation between the 0/1 label columns; n/a for a label that never or always occurs."),
+    ("cooccurrence.png", "Co-occurrence counts", "Images carrying both the row and the column label; the diagonal is each label's count."),
+    ("conditional.png", "Conditional co-occurrence P(B | A)", "Share of the images with row label A that also carry column label B (each row is one given label)."),
+    ("image_sizes.png", "Image sizes", "Width against height as displayed (EXIF rotation applied), read from the file headers, and the aspect-ratio distribution."),
+    ("samples.png", "Sample images", "A few randomly chosen images per class, one row per class, each captioned with its file name and all its labels."),
+)
 
 
-def image_sizes(paths) -> np.ndarray:
-    """(n, 2) width/height as displayed, from the headers only (no full decode)."""
+# --------------------------------------------------------------------------- statistics
+
+
+def image_sizes(paths: Sequence[Path | str]) -> np.ndarray:
+    """(n, 2) width and height as displayed, read from the headers only (no decode).
+
+    An EXIF orientation of 5-8 swaps width and height. Unreadable files give
+    ``(0, 0)`` (``explore --check`` names them); the report carries on.
+    """
     out = np.zeros((len(paths), 2), dtype=np.int64)
     for i, p in enumerate(paths):
         try:
-            with Image.open(p) as im:
+            with Image.open(p) as im:  # lazy: parses the header, not the pixels
                 w, h = im.size
-                if im.getexif().get(0x0112) in _ROTATED:
+                if im.getexif().get(_ORIENTATION) in _ROTATED:
                     w, h = h, w
-        except OSError:
-            w = h = 0  # reported by --check; keep the report going
+        except Exception as e:  # noqa: BLE001 - any unreadable header: PIL raises many types
+            log.debug("cannot read the size of %s: %s", p, e)
+            w = h = 0
         out[i] = (w, h)
     return out
 
 
 def cooccurrence(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Counts Y^T Y and conditional P(B | A) (row A, column B)."""
-    y = y.astype(np.int64)
+    """Counts ``Y^T Y`` and conditional ``P(B | A)`` (row A given, column B); NaN rows for empty A."""
+    y = np.asarray(y, dtype=np.int64)
     counts = y.T @ y
     diag = np.diag(counts).astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -51,105 +85,243 @@ def cooccurrence(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def label_correlation(y: np.ndarray) -> np.ndarray:
-    """Pearson (phi) correlation between label columns; NaN for a constant column."""
+    """Pearson (phi) correlation between label columns, as ``np.corrcoef(y, rowvar=False)``.
+
+    Also defined for a single column; NaN in the rows/columns of a constant label.
+    """
+    x = np.asarray(y, dtype=np.float64)
+    x = x - x.mean(0) if len(x) else x
+    norm = np.sqrt((x * x).sum(0))
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.corrcoef(y.astype(np.float64), rowvar=False)
+        corr = (x.T @ x) / np.outer(norm, norm)
+    corr[(norm == 0)[:, None] | (norm == 0)[None, :]] = np.nan
+    return np.clip(corr, -1.0, 1.0)
 
 
-def sample_indices(y: np.ndarray, per_class: int, seed: int) -> list[int]:
-    """A few images per class, distinct, chosen reproducibly."""
+def sample_indices(y: np.ndarray, per_class: int, seed: int, usable: Callable[[int], bool] | None = None) -> list[list[int]]:
+    """Up to ``per_class`` distinct images per class (one list per class), reproducible from ``seed``.
+
+    Candidates are tried in a seeded random order; ``usable(i)`` (e.g. "the
+    image decodes") can reject one, and the next candidate is taken instead.
+    """
     rng = np.random.default_rng(seed)
-    chosen: list[int] = []
+    used: set[int] = set()
+    rows: list[list[int]] = []
     for j in range(y.shape[1]):
-        pool = [i for i in np.flatnonzero(y[:, j]) if i not in chosen]
-        chosen += [int(i) for i in rng.permutation(pool)[:per_class]]
-    return chosen
+        row: list[int] = []
+        for i in rng.permutation(np.flatnonzero(y[:, j])).tolist():
+            if len(row) >= per_class:
+                break
+            if i in used:
+                continue
+            used.add(i)
+            if usable is None or usable(i):
+                row.append(i)
+        rows.append(row)
+    return rows
 
 
-def summarise(ds: MultiLabelDataset, sizes: np.ndarray, counts: np.ndarray, cond: np.ndarray) -> dict:
-    """Summary dict (also summary.json) with human-readable lines under ``text``."""
+def size_stats(sizes: np.ndarray, top: int = 5) -> dict:
+    """Min/median/max width, height and aspect ratio, and the most common sizes (unreadable excluded)."""
+    valid = sizes[(sizes > 0).all(1)]
+    out: dict = {"n_read": int(len(valid)), "n_unreadable": int(len(sizes) - len(valid))}
+    if len(valid):
+        ratio = valid[:, 0] / valid[:, 1]
+        for name, col in (("width", valid[:, 0]), ("height", valid[:, 1])):
+            out[name] = {"min": int(col.min()), "median": float(np.median(col)), "max": int(col.max())}
+        out["aspect_ratio"] = {"min": round(float(ratio.min()), 4), "median": round(float(np.median(ratio)), 4), "max": round(float(ratio.max()), 4)}
+        out["n_portrait"] = int((valid[:, 1] > valid[:, 0]).sum())
+        out["n_distinct_sizes"] = len({(int(w), int(h)) for w, h in valid})
+    out["most_common"] = [{"size": f"{w}x{h}", "count": k} for (w, h), k in Counter(map(tuple, valid.tolist())).most_common(top)]
+    return out
+
+
+def frequent_pairs(classes: Sequence[str], counts: np.ndarray, cond: np.ndarray, top: int = MAX_PAIRS) -> list[dict]:
+    """Label pairs that occur together, most frequent first: count, P(B | A) and P(A | B)."""
+    pairs = []
+    for a in range(len(classes)):
+        for b in range(a + 1, len(classes)):
+            if counts[a, b]:
+                pairs.append({
+                    "a": classes[a],
+                    "b": classes[b],
+                    "count": int(counts[a, b]),
+                    "P(B|A)": round(float(cond[a, b]), 4),
+                    "P(A|B)": round(float(cond[b, a]), 4),
+                })
+    pairs.sort(key=lambda d: (-d["count"], d["a"], d["b"]))
+    return pairs[:top]
+
+
+def _matrix_json(m: np.ndarray, digits: int = 4) -> list[list[float | None]]:
+    """A matrix as nested lists, NaN as ``None`` (JSON null)."""
+    return [[None if np.isnan(v) else round(float(v), digits) for v in row] for row in np.asarray(m, dtype=np.float64)]
+
+
+def summarise(ds: MultiLabelDataset, sizes: np.ndarray, counts: np.ndarray, cond: np.ndarray, corr: np.ndarray) -> dict:
+    """The summary (also ``summary.json``): ``label_stats`` plus sizes, imbalance, pairs, matrices and ``text``."""
     stats = label_stats(ds)
     per = stats["per_class"]
     n = stats["n_images"]
-    imbalance = max(per.values()) / max(min(per.values()), 1)
-    pairs = []
-    c = ds.classes
-    for a in range(len(c)):
-        for b in range(a + 1, len(c)):
-            if counts[a, b]:
-                pairs.append({"pair": f"{c[a]}+{c[b]}", "count": int(counts[a, b]), f"P(B|A)": float(cond[a, b]), "P(A|B)": float(cond[b, a])})
-    pairs.sort(key=lambda d: -d["count"])
-    valid = sizes[(sizes > 0).all(1)]
-    common = Counter(f"{w}x{h}" for w, h in valid).most_common(5)
-    size_stats = {
-        "width": {"min": int(valid[:, 0].min()), "median": float(np.median(valid[:, 0])), "max": int(valid[:, 0].max())} if len(valid) else {},
-        "height": {"min": int(valid[:, 1].min()), "median": float(np.median(valid[:, 1])), "max": int(valid[:, 1].max())} if len(valid) else {},
-        "most_common": [{"size": s, "count": k} for s, k in common],
-    }
+    classes = list(ds.classes)
+    nonzero = {k: v for k, v in per.items() if v}
+    big = max(per, key=per.get)
+    small = min(per, key=per.get)
+    imbalance = per[big] / per[small] if per[small] else None
+    pairs = frequent_pairs(classes, counts, cond)
+    sz = size_stats(sizes)
+    width = max(len(c) for c in classes)
     text = [
-        f"{n} images, {stats['n_classes']} classes, {stats['mean_labels_per_image']:.3f} labels per image",
-        "per class: " + ", ".join(f"{k} {v} ({v / n:.1%})" for k, v in per.items()),
+        f"{n} images, {len(classes)} classes, {stats['mean_labels_per_image']:.3f} labels per image",
+        "per class (images, share of all images):",
+        *(f"  {c:<{width}} {v:>6}  {v / n:6.1%}" for c, v in per.items()),
         "labels per image: " + ", ".join(f"{k}: {v}" for k, v in stats["labels_per_image"].items() if v),
-        f"imbalance (largest / smallest class): {imbalance:.2f}",
-        "most frequent pairs: " + ", ".join(f"{p['pair']} {p['count']}" for p in pairs[:3]),
     ]
-    if common:
-        text.append("most common sizes: " + ", ".join(f"{s} ({k})" for s, k in common[:3]))
-    return stats | {"imbalance_ratio": imbalance, "pairs": pairs, "image_sizes": size_stats, "text": text}
+    if imbalance is not None:
+        text.append(f"imbalance (largest / smallest class): {imbalance:.2f} ({big} {per[big]} / {small} {per[small]})")
+    else:
+        empty = [c for c, v in per.items() if not v]
+        text.append(f"imbalance undefined: no image has {', '.join(empty)}" + (f" (largest class {big} {per[big]})" if nonzero else ""))
+    text.append(f"{len(stats['combinations'])} distinct label combinations; most frequent: " + ", ".join(f"{k} {v}" for k, v in list(stats["combinations"].items())[:3]))
+    if pairs:
+        text.append("most frequent pairs (images with both; P(B|A), P(A|B)):")
+        text += [f"  {p['a']}+{p['b']} {p['count']}: P({p['b']}|{p['a']}) {p['P(B|A)']:.2f}, P({p['a']}|{p['b']}) {p['P(A|B)']:.2f}" for p in pairs[:3]]
+    else:
+        text.append("no two labels ever occur together")
+    if sz["n_read"]:
+        text.append(
+            f"image sizes: width {sz['width']['min']}-{sz['width']['max']} (median {sz['width']['median']:g}), "
+            f"height {sz['height']['min']}-{sz['height']['max']} (median {sz['height']['median']:g}); most common "
+            + ", ".join(f"{s['size']} ({s['count']})" for s in sz["most_common"][:3])
+        )
+    if sz["n_unreadable"]:
+        text.append(f"{sz['n_unreadable']} image header(s) could not be read (run explore --check to list them)")
+    text += [f"warning: {w}" for w in ds.warnings]
+    return stats | {
+        "source": ds.source,
+        "imbalance_ratio": None if imbalance is None else round(imbalance, 4),
+        "pairs": pairs,
+        "image_sizes": sz,
+        "cooccurrence": counts.astype(int).tolist(),
+        "conditional": _matrix_json(cond),
+        "correlation": _matrix_json(corr),
+        "text": text,
+    }
+
+
+# --------------------------------------------------------------------------- report
 
 
 def _img_tag(path: Path) -> str:
-    data = base64.b64encode(path.read_bytes()).decode()
-    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(path.stem)}">'
+    """An ``<img>`` with the PNG embedded as a base64 data URI."""
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(Path(path).stem)}">'
 
 
-def write_report(out: Path, summary: dict, figures: list[tuple[str, str, Path]], title: str = "scenetag data exploration") -> Path:
-    """One self-contained HTML file: summary, tables and every figure embedded."""
-    per = summary["per_class"]
+def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in r) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+_CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222;line-height:1.4}
+h1{margin-bottom:.2em}.meta{color:#666}img{max-width:100%;border:1px solid #ddd}
+figure{margin:1.5em 0}figcaption{color:#444;margin:.3em 0 .6em}
+table{border-collapse:collapse;margin:.6em 0 1.2em}td,th{border:1px solid #ccc;padding:3px 10px;text-align:left}
+th{background:#f3f3f3}td:nth-child(n+2){text-align:right;font-variant-numeric:tabular-nums}
+pre{background:#f7f7f7;padding:.8em;overflow-x:auto}"""
+
+
+def write_report(out: Path, summary: dict, figures: Sequence[tuple[str, str, Path]], title: str = "scenetag data exploration") -> Path:
+    """One self-contained ``report.html``: text summary, tables and every figure embedded."""
     n = summary["n_images"]
-    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v}</td><td>{v / n:.1%}</td></tr>" for k, v in per.items())
-    combos = "".join(f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>" for k, v in summary["combinations"].items())
-    figs = "".join(f"<h2>{html.escape(h)}</h2><p>{html.escape(cap)}</p>{_img_tag(p)}" for h, cap, p in figures)
-    body = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}img{{max-width:100%;border:1px solid #ddd}}
-table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:3px 10px;text-align:left}}li{{margin:.2em 0}}</style></head>
-<body><h1>{html.escape(title)}</h1><ul>{''.join(f'<li>{html.escape(t)}</li>' for t in summary['text'])}</ul>
-<h2>Per class</h2><table><tr><th>class</th><th>images</th><th>share</th></tr>{rows}</table>
-<h2>Label combinations</h2><table><tr><th>combination</th><th>images</th></tr>{combos}</table>{figs}</body></html>"""
-    return atomic_write_text(out / "report.html", body)
+    per = summary["per_class"]
+    sz = summary["image_sizes"]
+    per_rows = [(c, v, f"{v / n:.1%}") for c, v in per.items()]
+    combo_rows = [(k, v, f"{v / n:.1%}") for k, v in summary["combinations"].items()]
+    pair_rows = [(f"{p['a']} + {p['b']}", p["count"], f"{p['P(B|A)']:.3f}", f"{p['P(A|B)']:.3f}") for p in summary["pairs"]]
+    size_rows = [(name, sz[name]["min"], f"{sz[name]['median']:g}", sz[name]["max"]) for name in ("width", "height", "aspect_ratio") if name in sz]
+    common_rows = [(s["size"], s["count"]) for s in sz["most_common"]]
+    figs = "".join(
+        f'<figure id="{html.escape(p.stem)}"><h2>{html.escape(h)}</h2><figcaption>{html.escape(cap)}</figcaption>{_img_tag(p)}</figure>'
+        for h, cap, p in figures
+    )
+    body = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
+<title>{html.escape(title)}</title><style>{_CSS}</style></head>
+<body><h1>{html.escape(title)}</h1><p class="meta">{html.escape(summary.get("source", ""))}</p>
+<h2>Summary</h2><pre>{html.escape(chr(10).join(summary["text"]))}</pre>
+<h2>Per class</h2>{_table(("class", "images", "share of images"), per_rows)}
+<h2>Label combinations</h2>{_table(("combination", "images", "share"), combo_rows)}
+<h2>Most frequent pairs</h2>{_table(("A + B", "images with both", "P(B | A)", "P(A | B)"), pair_rows) if pair_rows else "<p>No two labels ever occur together.</p>"}
+<h2>Image sizes</h2>{_table(("", "min", "median", "max"), size_rows)}{_table(("most common size", "images"), common_rows)}
+{figs}
+</body></html>
+"""
+    return atomic_write_text(Path(out) / "report.html", body)
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def _sample_grid(ds: MultiLabelDataset, out: Path, per_class: int, seed: int) -> Path | None:
+    """``samples.png``: one row per class of ``per_class`` images that decode, captioned with all labels."""
+    thumbs: dict[int, Image.Image] = {}
+
+    def usable(i: int) -> bool:
+        try:
+            im = open_image(ds.paths[i])
+        except DataError as e:  # a bad file must not sink the report; --check lists them
+            log.warning("sample grid: skipping %s", e)
+            return False
+        im.thumbnail((THUMB, THUMB))
+        thumbs[i] = im
+        return True
+
+    rows = sample_indices(ds.labels, per_class, seed, usable)
+    if not any(rows):
+        return None
+    images: list[Image.Image | None] = []
+    captions: list[list[tuple[str, str]]] = []
+    for row in rows:
+        for k in range(per_class):
+            i = row[k] if k < len(row) else None
+            images.append(None if i is None else thumbs[i])
+            captions.append([] if i is None else [(ds.paths[i].name, "dimgray"), (", ".join(ds.label_names(i)), "black")])
+    return plot_image_grid(images, captions, out / "samples.png", ncols=per_class, title="Samples per class, with all their labels", thumb=THUMB, row_labels=list(ds.classes))
 
 
 def explore(ds: MultiLabelDataset, out: Path, samples_per_class: int = 4, seed: int = 0) -> dict:
-    """Write the exploration PNGs, ``summary.json`` and ``report.html`` into ``out``; return the summary."""
+    """Write the exploration PNGs, ``summary.json`` and ``report.html`` into ``out``; return the summary.
+
+    ``samples_per_class`` images per class (chosen with ``seed``) go into the
+    sample grid; 0 leaves it out.
+    """
+    if len(ds) == 0 or not ds.classes:
+        raise DataError("nothing to explore: the data set has no images or no classes")
+    t0 = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     y = ds.labels
     classes = list(ds.classes)
     sizes = image_sizes(ds.paths)
+    log.info("read %d image headers in %.2fs", len(sizes), time.perf_counter() - t0)
     counts, cond = cooccurrence(y)
-    summary = summarise(ds, sizes, counts, cond)
-    summary["correlation"] = np.nan_to_num(label_correlation(y)).round(4).tolist()
-    summary["cooccurrence"] = counts.tolist()
-    summary["conditional"] = np.nan_to_num(cond).round(4).tolist()
-    figures = [
-        ("Label distribution", "Images carrying each label (count and share of all images).", plot_label_distribution(classes, y.sum(0).tolist(), len(ds), out / "label_distribution.png")),
-        ("Labels per image", "How many labels each image has.", plot_labels_per_image(summary["labels_per_image"], out / "labels_per_image.png")),
-        ("Label combinations", "Every combination of labels that occurs, with its count.", plot_combinations(summary["combinations"], out / "combinations.png")),
-        ("Correlation", "Pearson (phi) correlation between label columns.", plot_heatmap(np.nan_to_num(label_correlation(y)), classes, "Label correlation", out / "correlation.png", cmap="coolwarm", vmin=-1, vmax=1)),
-        ("Co-occurrence counts", "Images carrying both labels; the diagonal is the class count.", plot_heatmap(counts, classes, "Co-occurrence (images)", out / "cooccurrence.png", fmt="d")),
-        ("P(column | row)", "Share of the row label's images that also carry the column label.", plot_heatmap(np.nan_to_num(cond), classes, "P(column | row)", out / "conditional.png", vmin=0, vmax=1, xlabel="B", ylabel="A")),
-        ("Image sizes", "Width vs height as displayed, and the aspect ratio distribution.", plot_image_sizes(sizes[(sizes > 0).all(1)], out / "image_sizes.png")),
-    ]
-    idx = sample_indices(y, samples_per_class, seed)
-    images, captions = [], []
-    for i in idx:
-        try:
-            images.append(open_image(ds.paths[i]))
-            captions.append([(ds.paths[i].name, "dimgray"), (", ".join(ds.label_names(i)), "black")])
-        except Exception as e:  # a bad file must not sink the report; --check lists them
-            log.warning("skipping %s in the sample grid: %s", ds.paths[i], e)
-    if images:
-        figures.append(("Sample images", f"{samples_per_class} random images per class with all their labels.", plot_image_grid(images, captions, out / "samples.png", ncols=samples_per_class * 2 if samples_per_class <= 3 else samples_per_class, title="Samples with their labels")))
+    corr = label_correlation(y)
+    summary = summarise(ds, sizes, counts, cond, corr)
+    paths: dict[str, Path | None] = {
+        "label_distribution.png": plot_label_distribution(classes, y.sum(0).tolist(), out / "label_distribution.png", n_images=len(ds)),
+        "labels_per_image.png": plot_labels_per_image(summary["labels_per_image"], out / "labels_per_image.png"),
+        "combinations.png": plot_combinations(summary["combinations"], out / "combinations.png"),
+        "correlation.png": plot_heatmap(corr, classes, "Label correlation (phi)", out / "correlation.png", cmap="RdBu_r", vmin=-1, vmax=1),
+        "cooccurrence.png": plot_heatmap(counts, classes, "Co-occurrence (images with both labels)", out / "cooccurrence.png", fmt="d", cmap="Blues"),
+        "conditional.png": plot_heatmap(cond, classes, "P(B | A): share of row-A images that also have B", out / "conditional.png", cmap="Blues", vmin=0, vmax=1, xlabel="B (also has)", ylabel="A (given)"),
+        "image_sizes.png": plot_image_sizes(sizes[(sizes > 0).all(1)], out / "image_sizes.png"),
+        "samples.png": _sample_grid(ds, out, samples_per_class, seed) if samples_per_class > 0 else None,
+    }
+    figures = [(heading, caption, paths[name]) for name, heading, caption in FIGURES if paths.get(name) is not None]
+    summary["files"] = [p.name for _, _, p in figures] + ["summary.json", "report.html"]
     atomic_write_json(out / "summary.json", summary)
     write_report(out, summary, figures)
+    log.info("exploration report of %d images written to %s in %.1fs", len(ds), out, time.perf_counter() - t0)
     return summary

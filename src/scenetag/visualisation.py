@@ -119,8 +119,7 @@ def plot_heatmap(
     n = len(labels)
     cell = min(0.95, 11.0 / max(n, 1))
     fig, ax = plt.subplots(figsize=(cell * n + 2.8, cell * n + 2.0))
-    cm = plt.get_cmap(cmap).copy()
-    cm.set_bad("lightgrey")
+    cm = plt.get_cmap(cmap).with_extremes(bad="lightgrey")
     im = ax.imshow(np.ma.masked_invalid(m), cmap=cm, vmin=vmin, vmax=vmax)
     fs = 9 if n <= 10 else 7
     ax.set_xticks(range(n), list(labels), rotation=35, ha="right", fontsize=fs)
