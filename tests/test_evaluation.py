@@ -68,3 +68,19 @@ def test_calibration_error_of_calibrated_input_is_small():
     y = (rng.random(200_000) < p).astype(int)  # outcomes drawn with exactly probability p
     assert expected_calibration_error(y, p) < 0.01
     assert expected_calibration_error(y, np.clip(p + 0.3, 0, 1)) > 0.2
+
+
+def test_temperature_scaling_fixes_overconfidence():
+    from scenetag.evaluation import apply_temperatures, expected_calibration_error, fit_temperatures
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(0, 2, size=(4000, 2))
+    y = (rng.random((4000, 2)) < 1 / (1 + np.exp(-z))).astype(int)  # calibrated at T = 1
+    over = 1 / (1 + np.exp(-3 * z))  # three times too confident
+    temps = fit_temperatures(y, over)
+    np.testing.assert_allclose(temps, [3, 3], rtol=0.15)
+    cal = apply_temperatures(over, temps)
+    for j in range(2):
+        assert expected_calibration_error(y[:, j], cal[:, j]) < expected_calibration_error(y[:, j], over[:, j]) / 2
+    m = (over[:, 0] > 1e-9) & (over[:, 0] < 1 - 1e-9)  # away from float saturation
+    assert np.array_equal(np.argsort(cal[m, 0]), np.argsort(over[m, 0]))  # ranking kept

@@ -114,3 +114,17 @@ def test_evaluate_whole_dataset(trained_run, synth_dir, tmp_path):
     _, run, _ = trained_run
     assert main(["evaluate", "--model", str(run / "best.pt"), "--data", str(synth_dir), "--out", str(tmp_path / "e"), "-q"]) == 0
     assert json.loads((tmp_path / "e" / "metrics.json").read_text())["n_images"] == 60
+
+
+def test_calibrated_run_stores_and_uses_temperatures(synth_dir, tmp_path):
+    from scenetag.training import train
+
+    from .conftest import tiny_cfg
+
+    cfg = tiny_cfg(synth_dir, **{"train.calibrate": "true"})
+    cfg.train.phases = cfg.train.phases[:1]
+    train(cfg, tmp_path / "r", progress=False)
+    pred = Predictor(tmp_path / "r" / "best.pt")
+    assert pred.temperatures is not None and len(pred.temperatures) == 5 and (pred.temperatures > 0).all()
+    r = pred.predict([synth_dir / "original" / "1.jpg"])[0]
+    assert r.error is None and r.labels

@@ -87,6 +87,7 @@ class TrainConfig:
     engine: str = "auto"  # forward-only engine for frozen passes: auto | onnx | torch
     tta: bool = True  # average original + horizontal flip at evaluation
     threshold_mode: str = "per_label"  # per_label | joint | fixed
+    calibrate: bool = False  # fit a temperature per label on val (stored in the checkpoint)
 
 
 @dataclass

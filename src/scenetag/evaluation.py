@@ -244,3 +244,29 @@ table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;paddi
 <h2>Per label</h2><table><tr><th>label</th>{''.join(f'<th>{k}</th>' for k in cols)}</tr>{per}</table>
 {''.join(f'<h2>{html.escape(h)}</h2><p>{html.escape(c)}</p>{_img_tag(p)}' for h, c, p in figs)}</body></html>"""
     atomic_write_text(out / "report.html", body)
+
+
+def _logit(p: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    p = np.clip(p, eps, 1 - eps)
+    return np.log(p / (1 - p))
+
+
+def fit_temperatures(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Per-label temperature T minimising validation BCE of sigmoid(logit(p) / T) (T in [0.05, 20])."""
+    from scipy.optimize import minimize_scalar
+
+    temps = np.ones(y.shape[1])
+    z = _logit(p)
+    for j in range(y.shape[1]):
+        if y[:, j].min() == y[:, j].max():
+            continue  # one class only: nothing to calibrate against
+        res = minimize_scalar(lambda lt: bce_loss(y[:, j], 1 / (1 + np.exp(-z[:, j] / np.exp(lt)))), bounds=(np.log(0.05), np.log(20)), method="bounded")
+        temps[j] = float(np.exp(res.x))
+    return temps
+
+
+def apply_temperatures(p: np.ndarray, temps: np.ndarray | None) -> np.ndarray:
+    """Calibrated probabilities; ranking per label (and so AP) is unchanged."""
+    if temps is None:
+        return p
+    return 1 / (1 + np.exp(-_logit(p) / np.asarray(temps)))

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 _ORIENTATION = 0x0112  # EXIF tag
 _ROTATED = {5, 6, 7, 8}  # EXIF orientations that swap width and height
 THUMB = 200  # longest side of the sample thumbnails, pixels
+MAX_SAMPLES = 40  # thumbnails in the sample grid at most, so the figure stays small
 MAX_PAIRS = 20  # pairs listed in the summary
 
 # (file name, heading, one-sentence caption) of every figure, in report order.
@@ -265,7 +266,16 @@ def write_report(out: Path, summary: dict, figures: Sequence[tuple[str, str, Pat
 
 
 def _sample_grid(ds: MultiLabelDataset, out: Path, per_class: int, seed: int) -> Path | None:
-    """``samples.png``: one row per class of ``per_class`` images that decode, captioned with all labels."""
+    """``samples.png``: one row per class of ``per_class`` images that decode, captioned with all labels.
+
+    At most :data:`MAX_SAMPLES` thumbnails: with many classes fewer per class
+    (at least one), and above 10 classes a compact grid with the class in the caption.
+    """
+    n_classes = len(ds.classes)
+    per = min(per_class, max(1, MAX_SAMPLES // n_classes))
+    if per < per_class:
+        log.info("sample grid: %d image(s) per class instead of %d (%d classes)", per, per_class, n_classes)
+    per_class = per
     thumbs: dict[int, Image.Image] = {}
 
     def usable(i: int) -> bool:
@@ -278,17 +288,24 @@ def _sample_grid(ds: MultiLabelDataset, out: Path, per_class: int, seed: int) ->
         thumbs[i] = im
         return True
 
-    rows = sample_indices(ds.labels, per_class, seed, usable)
+    rows = sample_indices(ds.labels[:, : MAX_SAMPLES // per_class], per_class, seed, usable)
     if not any(rows):
         return None
     images: list[Image.Image | None] = []
     captions: list[list[tuple[str, str]]] = []
-    for row in rows:
-        for k in range(per_class):
-            i = row[k] if k < len(row) else None
-            images.append(None if i is None else thumbs[i])
-            captions.append([] if i is None else [(ds.paths[i].name, "dimgray"), (", ".join(ds.label_names(i)), "black")])
-    return plot_image_grid(images, captions, out / "samples.png", ncols=per_class, title="Samples per class, with all their labels", thumb=THUMB, row_labels=list(ds.classes))
+    title = "Samples per class, with all their labels"
+    if n_classes <= 10:  # one row per class, blanks keep the rows aligned
+        for row in rows:
+            for k in range(per_class):
+                i = row[k] if k < len(row) else None
+                images.append(None if i is None else thumbs[i])
+                captions.append([] if i is None else [(ds.paths[i].name, "dimgray"), (", ".join(ds.label_names(i)), "black")])
+        return plot_image_grid(images, captions, out / "samples.png", ncols=per_class, title=title, thumb=THUMB, row_labels=list(ds.classes))
+    for j, row in enumerate(rows):
+        for i in row:
+            images.append(thumbs[i])
+            captions.append([(f"{ds.classes[j]}: {ds.paths[i].name}", "dimgray"), (", ".join(ds.label_names(i)), "black")])
+    return plot_image_grid(images, captions, out / "samples.png", ncols=8, title=title, thumb=THUMB)
 
 
 def explore(ds: MultiLabelDataset, out: Path, samples_per_class: int = 4, seed: int = 0) -> dict:

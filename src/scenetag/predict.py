@@ -14,7 +14,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .data import DEFAULT_MAX_PIXELS, IMAGE_EXTS, DataError, open_image, to_rgb
-from .evaluation import apply_thresholds
+from .evaluation import apply_temperatures, apply_thresholds
 from .transforms import Preprocessing, eval_tensor
 
 log = logging.getLogger(__name__)
@@ -117,6 +117,8 @@ class Predictor:
             self._session = None
         self.classes: list[str] = list(self.meta["classes"])
         self.thresholds = np.asarray(self.meta["thresholds"], dtype=np.float64)
+        temps = self.meta.get("temperatures")
+        self.temperatures = np.asarray(temps, dtype=np.float64) if temps else None
         self.pp = Preprocessing.from_dict(self.meta["preprocessing"])
         cfg_tta = self.meta.get("config", {}).get("train", {}).get("tta", True)
         self.tta = cfg_tta if tta is None else tta
@@ -132,7 +134,7 @@ class Predictor:
             else:
                 with torch.inference_mode():
                     total += torch.sigmoid(self._model(v.contiguous(memory_format=torch.channels_last))).double().numpy()
-        return total / len(views)
+        return apply_temperatures(total / len(views), self.temperatures)
 
     def predict(self, images: Iterable[str | Path | Image.Image | tuple[str, Image.Image]], progress: bool = False) -> list[Prediction]:
         """Predictions in input order; unreadable files get ``error`` set instead of raising.

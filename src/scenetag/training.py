@@ -34,7 +34,7 @@ from .checkpoint import FORMAT_VERSION, read_checkpoint, save_checkpoint
 from .config import Config, ConfigError, config_to_yaml, load_config
 from .data import MultiLabelDataset, Split, load_dataset, split_dataset
 from .distributed import DistInfo, GradSync, average_buffers, barrier, broadcast, gather_rows, init_distributed, pick_device, shard_of
-from .evaluation import multilabel_metrics, tune_thresholds
+from .evaluation import apply_temperatures, fit_temperatures, multilabel_metrics, tune_thresholds
 from .io import atomic_write_json, atomic_write_text
 from .lr_find import LRFindResult, lr_find, plot_lr_find
 from .models import MultiLabelNet, build_model, model_preprocessing
@@ -535,16 +535,24 @@ def finalize(p: Prepared, run_dir: Path, state: dict[str, Any]) -> dict[str, Any
     k = int(payload["meta"]["boundary"])
     y_val = p.ds.labels[p.split.val]
     probs_val = predict_split(p, k, "val")
+    temps = None
+    if p.cfg.train.calibrate and len(y_val):
+        temps = fit_temperatures(y_val, probs_val)
+        log.info("per-label temperatures fitted on val: %s", np.round(temps, 3).tolist())
+        probs_val = apply_temperatures(probs_val, temps)
     thresholds = tune_thresholds(y_val, probs_val, p.cfg.train.threshold_mode) if len(y_val) else np.full(len(p.ds.classes), 0.5)
     metrics: dict[str, Any] = {"val": multilabel_metrics(y_val, probs_val, thresholds, p.ds.classes)} if len(y_val) else {}
     if len(p.split.test):
         y_test = p.ds.labels[p.split.test]
-        probs_test = predict_split(p, k, "test")
+        probs_test = apply_temperatures(predict_split(p, k, "test"), temps)
         metrics["test"] = multilabel_metrics(y_test, probs_test, thresholds, p.ds.classes)
         if p.dist.is_main:
             _save_predictions(run_dir / "test_predictions.csv", p, p.split.test, y_test, probs_test, thresholds)
     if p.dist.is_main:
-        save_checkpoint(run_dir / "best.pt", p.model, checkpoint_meta(p, k, thresholds, metrics))
+        meta = checkpoint_meta(p, k, thresholds, metrics)
+        if temps is not None:
+            meta["temperatures"] = [float(t) for t in temps]
+        save_checkpoint(run_dir / "best.pt", p.model, meta)
         atomic_write_json(run_dir / "metrics.json", metrics)
     barrier(p.dist)
     return {"metrics": metrics, "thresholds": thresholds.tolist(), "best_boundary": k, "run_dir": str(run_dir)}

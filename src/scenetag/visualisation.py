@@ -41,9 +41,9 @@ def plot_label_distribution(classes: Sequence[str], counts: Sequence[int], path:
     total = n_images if n_images else max(sum(counts), 1)
     n = len(classes)
     rotate = n > 8 or max((len(c) for c in classes), default=0) > 12
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * n + 2), 4.2))
+    fig, ax = plt.subplots(figsize=(min(max(6.0, 0.7 * n + 2), 20.0), 4.2))
     bars = ax.bar(range(n), counts, color="tab:blue")
-    ax.set_xticks(range(n), list(classes), rotation=45 if rotate else 0, ha="right" if rotate else "center")
+    ax.set_xticks(range(n), list(classes), rotation=45 if rotate else 0, ha="right" if rotate else "center", fontsize=10 if n <= 30 else 6)
     small = n > 12
     for b, c in zip(bars, counts):
         label = f"{c} ({c / total:.0%})" if small else f"{c}\n{c / total:.1%}"
@@ -121,7 +121,7 @@ def plot_heatmap(
     fig, ax = plt.subplots(figsize=(cell * n + 2.8, cell * n + 2.0))
     cm = plt.get_cmap(cmap).with_extremes(bad="lightgrey")
     im = ax.imshow(np.ma.masked_invalid(m), cmap=cm, vmin=vmin, vmax=vmax)
-    fs = 9 if n <= 10 else 7
+    fs = 9 if n <= 10 else max(4, min(7, int(cell * 72 * 0.7)))
     ax.set_xticks(range(n), list(labels), rotation=35, ha="right", fontsize=fs)
     ax.set_yticks(range(n), list(labels), fontsize=fs)
     if annotate if annotate is not None else n <= 25:
