@@ -24,7 +24,7 @@ def _jpeg(color=(200, 120, 40), size=(96, 64)) -> bytes:
 def test_health_model_page_docs(client):
     assert client.get("/health").json()["status"] == "ok"
     m = client.get("/model").json()
-    assert m["classes"] == ["desert", "mountains", "sea", sunset := "sunset", "trees"] and len(m["thresholds"]) == 5
+    assert m["classes"] == ["desert", "mountains", "sea", "sunset", "trees"] and len(m["thresholds"]) == 5
     assert m["backbone"] == "test_efficientnet" and m["engine"] == "pytorch"
     page = client.get("/")
     assert page.status_code == 200 and "<input id=\"file\"" in page.text and "http" not in page.text.split("<script>")[1].split("fetch(")[0]

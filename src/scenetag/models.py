@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import glob
 import logging
-import os
 from pathlib import Path
 
 import timm
@@ -270,7 +269,3 @@ def model_preprocessing(model: MultiLabelNet, image_size: int = 0):
     if image_size:
         d["size"] = image_size
     return Preprocessing(**d)
-
-
-def set_env_threads(n: int) -> None:
-    os.environ.setdefault("OMP_NUM_THREADS", str(n))

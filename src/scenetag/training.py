@@ -36,7 +36,7 @@ from .data import MultiLabelDataset, Split, load_dataset, split_dataset
 from .distributed import DistInfo, GradSync, average_buffers, barrier, broadcast, gather_rows, init_distributed, pick_device, shard_of
 from .evaluation import apply_temperatures, fit_temperatures, multilabel_metrics, tune_thresholds
 from .io import atomic_write_json, atomic_write_text
-from .lr_find import LRFindResult, lr_find, plot_lr_find
+from .lr_find import lr_find, plot_lr_find
 from .models import MultiLabelNet, build_model, model_preprocessing
 from .transforms import Preprocessing
 from .visualisation import plot_training_curves
