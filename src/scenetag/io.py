@@ -9,6 +9,15 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path | str) -> Iterator[Path]:
     """Yield a temp path in the target's folder; rename it over ``path`` only if the block succeeds."""
@@ -19,6 +28,8 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     tmp_p = Path(tmp)
     try:
         yield tmp_p
+        # mkstemp creates 0600; give the file the mode a plain open() would have.
+        os.chmod(tmp_p, 0o666 & ~_UMASK)
         os.replace(tmp_p, path)
     finally:
         if tmp_p.exists():
