@@ -4,6 +4,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
+
+# Two cores and tiny models: one intra-op thread per test process is faster and steadier.
+torch.set_num_threads(1)
 
 from scenetag.synth import make_synthetic
 

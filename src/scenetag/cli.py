@@ -97,6 +97,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = None if args.resume else _load_cfg(args)
     out = Path(args.resume or args.out)
     result = train(cfg, out, resume=bool(args.resume), progress=not args.quiet)
+    if int(os.environ.get("RANK", "0")) > 0:
+        return 0  # under torchrun rank 0 reports
     _print_result(result)
     print(f"trained in {result['train_seconds']:.0f}s; run folder: {out} (best.pt, metrics.csv, curves.png)")
     return 0

