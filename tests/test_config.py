@@ -23,6 +23,14 @@ def test_yaml_then_flags_override(tmp_path):
     assert Config().train.seed == 0  # defaults untouched
 
 
+def test_exponent_without_dot_is_a_float():
+    # YAML 1.1 reads 1e-3 as a string; a config value typed float accepts it.
+    cfg = load_config(None, ["train.phases.1.lr=1e-3", "train.weight_decay=5E-2"])
+    assert cfg.train.phases[1].lr == 1e-3 and cfg.train.weight_decay == 0.05
+    with pytest.raises(ConfigError, match="train.weight_decay"):
+        load_config(None, ["train.weight_decay=lots"])
+
+
 @pytest.mark.parametrize(
     "overrides, needle",
     [
