@@ -54,3 +54,14 @@ def test_unknown_yaml_key_and_missing_file(tmp_path):
         load_config(p)
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_presets_apply_under_yaml_and_flags(tmp_path):
+    assert load_config(None, [], "best").model.backbone == "lite2"
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump({"model": {"backbone": "lite1"}}))
+    assert load_config(p, [], "best").model.backbone == "lite1"  # the file wins over the preset
+    assert load_config(None, ["model.backbone=lite0"], "best").model.backbone == "lite0"
+    assert load_config(None, [], "default") == load_config()
+    with pytest.raises(ConfigError, match="unknown preset 'fast'"):
+        load_config(None, [], "fast")
