@@ -96,6 +96,18 @@ def test_resume_reaches_same_result(trained_run, tmp_path, monkeypatch):
     assert len(list(csv.DictReader(open(part / "metrics.csv")))) == 4
 
 
+def test_sweep_in_fixed_lr_phase_is_recorded_and_changes_nothing(trained_run, synth_dir, tmp_path):
+    cfg, run, result = trained_run
+    # The shared run sweeps in both phases; phase 2 has a fixed LR, which is the one used.
+    swept = json.loads((run / "lr_find_2_top.json").read_text())
+    assert swept["used"] == 0.002 and swept["fixed"] is True and (run / "lr_find_2_top.png").is_file()
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    assert {float(r["lr"]) for r in rows if r["phase"] == "top"} == {0.002}
+    off = train(tiny_cfg(synth_dir, **{"train.lr_find": "false"}), tmp_path / "off", progress=False)
+    assert not (tmp_path / "off" / "lr_find_2_top.json").exists() and (tmp_path / "off" / "lr_find_1_head.json").exists()
+    assert off["metrics"]["test"]["bce_loss"] == pytest.approx(result["metrics"]["test"]["bce_loss"], abs=1e-9)
+
+
 def test_existing_run_is_not_overwritten(trained_run):
     cfg, run, _ = trained_run
     with pytest.raises(ConfigError, match="already holds a run"):

@@ -76,7 +76,7 @@ class TrainConfig:
     asl_gamma_pos: float = 0.0
     asl_clip: float = 0.05
     views: list[str] = field(default_factory=lambda: ["orig", "flip", "crop", "crop", "crop_flip", "crop_flip"])
-    lr_find: bool = True
+    lr_find: bool = True  # sweep in every phase (plot + suggestion); phases with lr 0 always sweep and use it
     lr_find_steps: int = 60
     phases: list[PhaseConfig] = field(default_factory=_default_phases)
     threads: int = 0  # 0: all cores

@@ -361,8 +361,10 @@ def run_phase(p: Prepared, pi: int, k: int, run_dir: Path, state: dict[str, Any]
     lr = phase.lr
     if resuming:
         lr = state["lr"]
-    elif not lr:
-        lr = find_lr(p, pi, k, loss_fn, run_dir)
+    elif t.lr_find or not lr:
+        # With a fixed phase LR the sweep still runs (plot + suggestion in the run folder);
+        # it restores every state it touched, so training is unchanged by it.
+        lr = find_lr(p, pi, k, loss_fn, run_dir, fixed=lr)
     groups = discriminative_groups(model, k, lr, phase.lr_mult)
     opt = make_optimizer(groups, cfg)
     steps_per_epoch = sum(1 for s in range(0, len(rows), t.batch_size) if len(rows[s : s + t.batch_size]) >= 2)
@@ -438,8 +440,11 @@ def _train_state(state: dict[str, Any]) -> dict[str, Any]:
     return {k: state[k] for k in keys if k in state} | {"rng": _rng_state()}
 
 
-def find_lr(p: Prepared, pi: int, k: int, loss_fn: nn.Module, run_dir: Path) -> float:
-    """LR finder on the cached activations of phase ``pi``; saves the plot, returns the LR to use."""
+def find_lr(p: Prepared, pi: int, k: int, loss_fn: nn.Module, run_dir: Path, fixed: float = 0.0) -> float:
+    """LR finder on the cached activations of phase ``pi``; saves the plot, returns the LR to use.
+
+    ``fixed`` > 0: the phase's configured LR, used instead of the suggestion (both are recorded).
+    """
     cfg, model = p.cfg, p.model
     phase = cfg.train.phases[pi]
     if not p.dist.is_main:  # rank 0 sweeps on its shard; the others take its answer
@@ -454,9 +459,9 @@ def find_lr(p: Prepared, pi: int, k: int, loss_fn: nn.Module, run_dir: Path) -> 
     finally:
         p.grad_sync.active = True
     # The valley can land on noise with tiny data: keep it in a sane band.
-    lr = float(np.clip(res.suggestion, 1e-5, 3e-2))
+    lr = fixed if fixed > 0 else float(np.clip(res.suggestion, 1e-5, 3e-2))
     plot_lr_find(res, run_dir / f"lr_find_{pi + 1}_{phase.name}.png", f"LR finder, phase {pi + 1} ({phase.name})", chosen=lr)
-    atomic_write_json(run_dir / f"lr_find_{pi + 1}_{phase.name}.json", res.to_dict() | {"used": lr})
+    atomic_write_json(run_dir / f"lr_find_{pi + 1}_{phase.name}.json", res.to_dict() | {"used": lr, "fixed": fixed > 0})
     return float(broadcast(lr, p.dist))
 
 
