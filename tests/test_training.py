@@ -108,6 +108,14 @@ def test_sweep_in_fixed_lr_phase_is_recorded_and_changes_nothing(trained_run, sy
     assert off["metrics"]["test"]["bce_loss"] == pytest.approx(result["metrics"]["test"]["bce_loss"], abs=1e-9)
 
 
+def test_select_by_val_loss_keeps_the_lowest_loss_epoch(synth_dir, tmp_path):
+    res = train(tiny_cfg(synth_dir, **{"train.select": "loss"}), tmp_path / "sel", progress=False)
+    losses = [float(r["val_loss"]) for r in csv.DictReader(open(tmp_path / "sel" / "metrics.csv"))]
+    assert res["metrics"]["val"]["bce_loss"] == pytest.approx(min(losses), abs=1e-5)
+    with pytest.raises(ConfigError, match="train.select"):
+        load_config(None, ["train.select=accuracy"])
+
+
 def test_existing_run_is_not_overwritten(trained_run):
     cfg, run, _ = trained_run
     with pytest.raises(ConfigError, match="already holds a run"):

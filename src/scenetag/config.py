@@ -90,6 +90,7 @@ class TrainConfig:
     engine: str = "auto"  # forward-only engine for frozen passes: auto | onnx | torch
     tta: bool = True  # average original + horizontal flip at evaluation
     threshold_mode: str = "per_label"  # per_label | joint | fixed
+    select: str = "f1"  # best.pt = the epoch with the best val samples-F1 at 0.5 (f1) or the lowest val BCE (loss)
     calibrate: bool = False  # fit a temperature per label on val (stored in the checkpoint)
 
 
@@ -120,6 +121,7 @@ class Config:
             (t.mixup >= 0, "train.mixup must be >= 0"),
             (len(t.views) > 0, "train.views must not be empty"),
             (t.threshold_mode in ("per_label", "joint", "fixed"), "train.threshold_mode must be per_label, joint or fixed"),
+            (t.select in ("f1", "loss"), "train.select must be f1 or loss"),
             (len(t.phases) > 0, "train.phases must not be empty"),
             (t.lr_find_steps >= 10, "train.lr_find_steps must be >= 10"),
             (t.cache_dtype in ("float16", "float32"), "train.cache_dtype must be float16 or float32"),

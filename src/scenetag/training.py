@@ -421,7 +421,12 @@ def run_phase(p: Prepared, pi: int, k: int, run_dir: Path, state: dict[str, Any]
             "%s epoch %d/%d  train_loss %.4f  val_loss %.4f  val samples-F1 %.4f  micro-F1 %.4f  mAP %.4f  (%.1fs)",
             phase.name, epoch + 1, phase.epochs, row["train_loss"], row["val_loss"], row["val_samples_f1"], row["val_micro_f1"], row["val_mAP"], row["seconds"],
         )
-        score = m.get("samples_f1", -1.0) if len(y_val) else float(epoch)
+        if not len(y_val):
+            score = float(epoch)
+        elif t.select == "loss":  # lower val BCE is better; thresholds are tuned afterwards anyway
+            score = -m["bce_loss"]
+        else:
+            score = m["samples_f1"]
         if score > state["best_score"]:
             state["best_score"] = score
             state["best_boundary"] = k
@@ -479,7 +484,7 @@ def train(cfg: Config, run_dir: Path | str, resume: bool = False, progress: bool
     ``split`` overrides the seeded train/val/test split (cross-validation folds).
     """
     run_dir = Path(run_dir)
-    state: dict[str, Any] = {"history": [], "best_score": -1.0, "phase": 0, "epoch": 0}
+    state: dict[str, Any] = {"history": [], "best_score": -float("inf"), "phase": 0, "epoch": 0}
     if resume:
         cfg, state, split = _load_resume(run_dir)
     elif (run_dir / "last.pt").exists():
