@@ -11,6 +11,7 @@ metrics, averaged over views (test-time augmentation). Prints mean ± std.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -19,13 +20,14 @@ import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import KFold
+from sklearn.multioutput import MultiOutputClassifier
+from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from scenetag.cache import build_cache
 from scenetag.data import kfold_indices, load_dataset
 from scenetag.evaluation import multilabel_metrics, tune_thresholds
 from scenetag.models import build_model, model_preprocessing
-from scenetag.transforms import Preprocessing
 
 KEYS = ("samples_f1", "micro_f1", "macro_f1", "hamming_loss", "subset_accuracy", "mAP")
 
@@ -35,7 +37,7 @@ def features(ds, spec: str, views: list[str], resize: str, cache_dir: Path | Non
     name, size = spec.split(":")
     model = build_model(name, quiet=True).eval()
     pp = model_preprocessing(model, int(size))
-    pp = Preprocessing(**{**pp.to_dict(), "mean": tuple(pp.mean), "std": tuple(pp.std), "resize": resize})
+    pp = dataclasses.replace(pp, resize=resize)
     tap = len(model.pieces())
     t0 = time.time()
     cache = build_cache(model, {"backbone": name, "probe": True}, ds, views, [tap], pp, seed, cache_dir, dtype="float32", progress=False)
@@ -43,25 +45,16 @@ def features(ds, spec: str, views: list[str], resize: str, cache_dir: Path | Non
     return np.asarray(cache.acts[tap], dtype=np.float32)
 
 
-def fit_probe(x: np.ndarray, y: np.ndarray, c: float) -> list:
-    """One standardised logistic regression per label on (rows, D)."""
-    scaler = StandardScaler().fit(x)
-    xs = scaler.transform(x)
-    return [scaler] + [LogisticRegression(C=c, max_iter=2000).fit(xs, y[:, j]) for j in range(y.shape[1])]
-
-
-def predict_probe(models: list, x: np.ndarray) -> np.ndarray:
-    xs = models[0].transform(x)
-    return np.stack([m.predict_proba(xs)[:, 1] for m in models[1:]], 1)
-
-
 def probe_probs(f: np.ndarray, y: np.ndarray, tr: np.ndarray, te: np.ndarray, c: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Test-fold probabilities and out-of-fold probabilities of the training part (for thresholds)."""
     n_views = f.shape[1]
 
     def fit_predict(a, b):
-        m = fit_probe(f[a].reshape(len(a) * n_views, -1), np.repeat(y[a], n_views, 0), c)
-        return predict_probe(m, f[b].reshape(len(b) * n_views, -1)).reshape(len(b), n_views, -1).mean(1)
+        # One standardised logistic regression per label, fitted on every view of the training images.
+        probe = make_pipeline(StandardScaler(), MultiOutputClassifier(LogisticRegression(C=c, max_iter=2000)))
+        probe.fit(f[a].reshape(len(a) * n_views, -1), np.repeat(y[a], n_views, 0))
+        p = np.stack([q[:, 1] for q in probe.predict_proba(f[b].reshape(len(b) * n_views, -1))], 1)
+        return p.reshape(len(b), n_views, -1).mean(1)
 
     oof = np.zeros((len(tr), y.shape[1]))
     for a, b in KFold(3, shuffle=True, random_state=seed).split(tr):

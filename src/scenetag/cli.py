@@ -68,7 +68,7 @@ def _train_overrides(args: argparse.Namespace) -> list[str]:
 def _load_cfg(args: argparse.Namespace):
     from .config import load_config
 
-    return load_config(args.config, _train_overrides(args), getattr(args, "preset", None) or "default")
+    return load_config(args.config, _train_overrides(args), args.preset)
 
 
 def _print_metrics(metrics: dict, title: str) -> None:
@@ -204,7 +204,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     _add_data_args(p, default=None)
     p.add_argument("--config", default=None, help="YAML config file")
-    p.add_argument("--preset", default=None, choices=list(PRESETS), help="named recipe under the config file and flags (best: slower, see README)")
+    p.add_argument("--preset", default="default", choices=list(PRESETS), help="named recipe under the config file and flags (best: slower, see README)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config key, e.g. train.phases.0.epochs=10")
     p.add_argument("--backbone", default=None, help="lite0 (default), lite1, lite2, resnet50 or any timm name")
     p.add_argument("--weights", default=None, help="default | none (random init) | FILE")

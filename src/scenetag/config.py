@@ -214,9 +214,7 @@ def load_config(path: Path | str | None = None, overrides: list[str] | None = No
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
     d: dict[str, Any] = Config().to_dict()
-    for ov in PRESETS[preset]:
-        key, _, raw = ov.partition("=")
-        _set_path(d, key, yaml.safe_load(raw))
+    _apply_overrides(d, PRESETS[preset])
     if path is not None:
         p = Path(path)
         try:
@@ -228,7 +226,12 @@ def load_config(path: Path | str | None = None, overrides: list[str] | None = No
         if not isinstance(loaded, dict):
             raise ConfigError(f"{p}: top level must be a mapping")
         _merge(d, loaded, "")
-    for ov in overrides or []:
+    _apply_overrides(d, overrides or [])
+    return from_dict(Config, d).validate()
+
+
+def _apply_overrides(d: dict[str, Any], overrides: list[str]) -> None:
+    for ov in overrides:
         key, sep, raw = ov.partition("=")
         if not sep:
             raise ConfigError(f"override {ov!r} must look like section.key=value")
@@ -237,7 +240,6 @@ def load_config(path: Path | str | None = None, overrides: list[str] | None = No
         except yaml.YAMLError:
             value = raw
         _set_path(d, key.strip(), value)
-    return from_dict(Config, d).validate()
 
 
 def _merge(base: dict[str, Any], new: dict[str, Any], where: str) -> None:
