@@ -240,6 +240,20 @@ def test_discriminative_lrs_and_one_cycle_momentum():
     assert seen[peak][1] < seen[-1][1]  # beta1 low at peak LR, high at the end
 
 
+@pytest.mark.parametrize("steps", range(1, 13))
+def test_one_cycle_runs_any_number_of_steps(steps):
+    """Tiny phases (a handful of batches) must schedule too; torch's 1/(pct*T - 1) once divided by zero at T=4."""
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.AdamW([p], lr=1e-3)
+    sched = one_cycle(opt, steps)
+    lrs = []
+    for _ in range(steps):
+        opt.step()
+        sched.step()
+        lrs.append(opt.param_groups[0]["lr"])
+    assert all(np.isfinite(lrs)) and max(lrs) <= 1e-3 + 1e-12
+
+
 def test_phase_boundaries_follow_fractions():
     model = _tiny_model()
     cfg = load_config(None, ["train.phases=[{name: a, unfreeze: 0.0}, {name: b, unfreeze: 0.6}, {name: c, unfreeze: 0.8}]"])

@@ -62,20 +62,23 @@ def read_checkpoint(path: Path | str) -> dict[str, Any]:
     return payload
 
 
+def meta_tta(meta: dict[str, Any]) -> bool:
+    """Whether predictions average the flipped image too: the model's own setting (top level, else its training config)."""
+    return bool(meta.get("tta", meta.get("config", {}).get("train", {}).get("tta", True)))
+
+
 def load_model(path: Path | str) -> tuple[torch.nn.Module, dict[str, Any]]:
     """A ready model (eval mode) and its metadata; nothing else is needed to predict."""
     from .models import build_model
 
     payload = read_checkpoint(path)
     meta = payload["meta"]
-    model = build_model(
-        backbone=meta["backbone"],
-        weights="none",
-        n_classes=len(meta["classes"]),
-        head=meta["head"],
-        dropout=meta.get("dropout", 0.5),
-        quiet=True,
-    )
+    if meta.get("members"):
+        from .ensemble import ensemble_net
+
+        model = ensemble_net(meta)
+    else:
+        model = build_model(backbone=meta["backbone"], weights="none", n_classes=len(meta["classes"]), head=meta["head"], dropout=meta.get("dropout", 0.5), quiet=True)
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as e:

@@ -85,6 +85,8 @@ def _print_metrics(metrics: dict, title: str) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from .training import cross_validate, train
 
+    if args.ensemble and not args.cv:
+        raise CLIError("--ensemble averages the fold models of --cv K; to combine other checkpoints use `scenetag ensemble`")
     if args.cv:
         if args.resume:
             raise CLIError("--cv and --resume cannot be combined (rerunning --cv reuses finished folds)")
@@ -93,6 +95,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         for key, mean in cv["mean"].items():
             print(f"  {key:<18} {mean:.4f} ± {cv['std'][key]:.4f}")
         print(f"per fold: {Path(args.out) / 'cv.json'}")
+        if args.ensemble:
+            from .ensemble import make_ensemble
+
+            res = make_ensemble(sorted(Path(args.out).glob("fold*/best.pt")), Path(args.out) / "ensemble.pt", progress=not args.quiet)
+            print(f"ensemble of the {args.cv} fold models: {res['path']} ({res['threshold_source']})")
         return 0
     cfg = None if args.resume else _load_cfg(args)
     out = Path(args.resume or args.out)
@@ -183,6 +190,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ensemble(args: argparse.Namespace) -> int:
+    from .ensemble import make_ensemble
+
+    res = make_ensemble(args.models, Path(args.out), weights=args.weights, tune_on=args.tune_on, progress=not args.quiet)
+    print(f"thresholds ({res['threshold_source']}): " + " ".join(f"{t:.3f}" for t in res["thresholds"]))
+    for part, m in res["metrics"].items():
+        _print_metrics(m, f"ensemble on {args.tune_on}'s {part} part")
+    print(f"wrote {res['path']} (use it with predict, evaluate, export, serve)")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from .export import export_onnx, export_torchscript
 
@@ -242,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/train", help="run folder")
     p.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue an interrupted run from its last.pt")
     p.add_argument("--cv", type=int, default=0, metavar="K", help="stratified K-fold cross-validation: every metric as mean ± std over folds")
+    p.add_argument("--ensemble", action="store_true", help="with --cv: also write OUT/ensemble.pt averaging the K fold models")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("run", help="the main job: train the default recipe (or reuse/resume the run in --out) and report")
@@ -268,6 +287,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-fallback", action="store_true", help="do not give label-less images their most probable label")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("ensemble", help="average several checkpoints into one ensemble checkpoint")
+    p.add_argument("models", nargs="+", help="two or more .pt checkpoints with the same classes")
+    p.add_argument("--out", required=True, help="ensemble checkpoint to write")
+    p.add_argument("--weights", type=float, nargs="+", default=None, help="one weight per model (default: equal)")
+    p.add_argument("--tune-on", default=None, metavar="RUN_DIR", help="tune thresholds on this run's val part and report its test part (default: mean of the members' thresholds)")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_ensemble)
 
     p = sub.add_parser("export", help="export a checkpoint to ONNX (verified with ONNX Runtime) or TorchScript")
     p.add_argument("--model", required=True)

@@ -138,13 +138,30 @@ def per_image_bce(y: np.ndarray, p: np.ndarray, eps: float = 1e-7) -> np.ndarray
     return -(y * np.log(p) + (1 - y) * np.log(1 - p)).mean(1)
 
 
+def load_run_split(run, which: str):
+    """The images of a run folder's held-out ``which`` part (``val``/``test``), from its config and split.json."""
+    import json
+    from pathlib import Path
+
+    from .config import load_config
+    from .data import DataError, load_dataset
+
+    run = Path(run)
+    if not (run / "split.json").is_file():
+        raise DataError(f"{run}: not a run folder (no split.json) for --split {which}")
+    split = json.loads((run / "split.json").read_text())
+    if which not in split:
+        raise DataError(f"{run / 'split.json'}: no {which!r} part (has {sorted(split)})")
+    cfg = load_config(run / "config.yaml")
+    return load_dataset(cfg.data.path, cfg.data.labels, cfg.data.format).subset(split[which])
+
+
 def evaluate_checkpoint(model_path, out, data=None, labels=None, fmt: str = "auto", split: str | None = None, fallback: bool = True, progress: bool = True, n_grid: int = 20) -> dict:
     """``scenetag evaluate``: metrics.json, per-label table, pictures and report.html in ``out``.
 
     ``data`` is a data set in any layout (all of it is evaluated) or, with
     ``split``, a run folder whose held-out ``split`` (test/val) is evaluated.
     """
-    import json
     from pathlib import Path
 
     from .data import DataError, load_dataset
@@ -155,15 +172,7 @@ def evaluate_checkpoint(model_path, out, data=None, labels=None, fmt: str = "aut
     model_path = Path(model_path)
     predictor = Predictor(model_path, fallback=fallback)
     if split:
-        run = Path(data) if data else model_path.parent
-        if not (run / "split.json").is_file():
-            raise DataError(f"{run}: not a run folder (no split.json) for --split {split}")
-        from .config import load_config
-
-        cfg = load_config(run / "config.yaml")
-        ds_all = load_dataset(cfg.data.path, cfg.data.labels, cfg.data.format)
-        idx = json.loads((run / "split.json").read_text())[split]
-        ds = ds_all.subset(idx)
+        ds = load_run_split(Path(data) if data else model_path.parent, split)
     else:
         ds = load_dataset(data, labels, fmt)
     if list(ds.classes) != predictor.classes:

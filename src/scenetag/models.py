@@ -321,3 +321,37 @@ def model_preprocessing(model: MultiLabelNet, image_size: int = 0):
     if image_size:
         d["size"] = image_size
     return Preprocessing(**d)
+
+
+class EnsembleNet(nn.Module):
+    """Weighted average of member models' probabilities, returned as a logit.
+
+    Returning ``logit(mean p)`` keeps the single-model contract (sigmoid gives
+    probabilities), so prediction, evaluation, export and serving need no change.
+    Members may differ in input size and normalisation: the ensemble takes the
+    input of the largest member and each member gets a bilinear resize (ONNX
+    cannot export an antialiased one) and an affine renormalisation. Member
+    temperatures (per label) are applied before averaging.
+    """
+
+    def __init__(self, members: list[nn.Module], sizes: list[int], scales: torch.Tensor, shifts: torch.Tensor, weights: torch.Tensor, temperatures: torch.Tensor):
+        super().__init__()
+        n = len(members)
+        if not (len(sizes) == n and scales.shape == shifts.shape == (n, 3) and weights.shape == (n,) and temperatures.shape[0] == n):
+            raise ModelError("ensemble: one size, scale, shift, weight and temperature row per member")
+        self.members = nn.ModuleList(members)
+        self.sizes = [int(s) for s in sizes]
+        # Buffers, so they travel in the state dict and into the exported graph.
+        self.register_buffer("scales", scales.reshape(n, 3, 1, 1).float())
+        self.register_buffer("shifts", shifts.reshape(n, 3, 1, 1).float())
+        self.register_buffer("weights", (weights / weights.sum()).float())
+        self.register_buffer("temperatures", temperatures.float())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = None
+        for i, m in enumerate(self.members):
+            xi = x if self.sizes[i] == x.shape[-1] else nn.functional.interpolate(x, size=(self.sizes[i], self.sizes[i]), mode="bilinear", align_corners=False)
+            pi = self.weights[i] * torch.sigmoid(m(xi * self.scales[i] + self.shifts[i]) / self.temperatures[i])
+            p = pi if p is None else p + pi
+        p = p.clamp(1e-6, 1 - 1e-6)
+        return torch.log(p) - torch.log1p(-p)

@@ -107,22 +107,40 @@ class Predictor:
         if self.path.suffix == ".onnx":
             from .export import load_onnx
 
-            self._session, self.meta = load_onnx(self.path)
-            self._model = None
+            self._session, meta = load_onnx(self.path)
+            self._setup(None, meta, tta, fallback)
         else:
             from .checkpoint import load_model
 
-            self._model, self.meta = load_model(self.path)
-            self._model = self._model.to(memory_format=torch.channels_last)
             self._session = None
-        self.classes: list[str] = list(self.meta["classes"])
-        self.thresholds = np.asarray(self.meta["thresholds"], dtype=np.float64)
-        temps = self.meta.get("temperatures")
+            self._setup(*load_model(self.path), tta, fallback)
+
+    @classmethod
+    def from_model(cls, model: torch.nn.Module, meta: dict, **kwargs) -> "Predictor":
+        """A predictor for a model in memory (``meta`` as a checkpoint stores it), e.g. before it is saved."""
+        self = cls.__new__(cls)
+        self.path = Path("<memory>")
+        self.batch_size = kwargs.pop("batch_size", 32)
+        self.max_pixels = kwargs.pop("max_pixels", DEFAULT_MAX_PIXELS)
+        self.num_workers = kwargs.pop("num_workers", 2)
+        self._session = None
+        self._setup(model.eval(), meta, kwargs.pop("tta", None), kwargs.pop("fallback", None))
+        if kwargs:
+            raise TypeError(f"unexpected arguments {sorted(kwargs)}")
+        return self
+
+    def _setup(self, model: torch.nn.Module | None, meta: dict, tta: bool | None, fallback: bool | None) -> None:
+        from .checkpoint import meta_tta
+
+        self.meta = meta
+        self._model = model.to(memory_format=torch.channels_last) if model is not None else None
+        self.classes: list[str] = list(meta["classes"])
+        self.thresholds = np.asarray(meta["thresholds"], dtype=np.float64)
+        temps = meta.get("temperatures")
         self.temperatures = np.asarray(temps, dtype=np.float64) if temps else None
-        self.pp = Preprocessing.from_dict(self.meta["preprocessing"])
-        cfg_tta = self.meta.get("config", {}).get("train", {}).get("tta", True)
-        self.tta = cfg_tta if tta is None else tta
-        self.fallback = self.meta.get("fallback", True) if fallback is None else fallback
+        self.pp = Preprocessing.from_dict(meta["preprocessing"])
+        self.tta = meta_tta(meta) if tta is None else tta
+        self.fallback = meta.get("fallback", True) if fallback is None else fallback
 
     def probabilities(self, x: torch.Tensor) -> np.ndarray:
         """Sigmoid outputs for a preprocessed batch (averaged with the flipped batch when TTA is on)."""

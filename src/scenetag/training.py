@@ -114,11 +114,14 @@ def make_optimizer(groups: list[dict], cfg: Config) -> torch.optim.Optimizer:
 
 def one_cycle(opt: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.OneCycleLR:
     """One-cycle policy: LR warms up then anneals; Adam's beta1 moves the opposite way."""
+    total_steps = max(total_steps, 1)
+    # torch divides by zero when pct_start * total_steps == 1 (a 4-step phase on a tiny data set).
+    pct = 0.3 if total_steps == 4 else 0.25
     return torch.optim.lr_scheduler.OneCycleLR(
         opt,
         max_lr=[g["lr"] for g in opt.param_groups],
-        total_steps=max(total_steps, 1),
-        pct_start=0.25,
+        total_steps=total_steps,
+        pct_start=pct,
         div_factor=25.0,
         final_div_factor=1e4,
         cycle_momentum=True,

@@ -1,0 +1,81 @@
+"""What an ensemble of fine-tuned models buys, measured on finished K-fold runs.
+
+Give two or more ``scenetag train --cv K`` output folders trained with the same
+seed (so fold ``i`` has the same train/val/test split in each). For every fold
+the script predicts the val and test images with each fold's ``best.pt``
+(flip TTA and temperatures as stored; probabilities are kept next to the
+checkpoint as ``probs_val.npy`` / ``probs_test.npy``), averages the members'
+probabilities, tunes per-label thresholds on the averaged val probabilities and
+reports the test fold's metrics. Prints mean ± std over folds for each single
+run and for the ensemble.
+
+    python bench/ensemble_cv.py runs/cv5 runs/cv5_best
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from scenetag.config import load_config
+from scenetag.data import load_dataset
+from scenetag.evaluation import multilabel_metrics, tune_thresholds
+from scenetag.predict import Predictor
+
+KEYS = ("samples_f1", "micro_f1", "macro_f1", "hamming_loss", "subset_accuracy", "mAP", "bce_loss")
+
+
+def fold_probs(fold_dir: Path, paths: np.ndarray, split: dict, which: str) -> np.ndarray:
+    """Probabilities of one fold's model on its ``val`` or ``test`` images (computed once, then read back)."""
+    cached = fold_dir / f"probs_{which}.npy"
+    if cached.is_file():
+        return np.load(cached)
+    pred = Predictor(fold_dir / "best.pt")
+    results = pred.predict([paths[i] for i in split[which]])
+    probs = np.array([[r.probabilities[c] for c in pred.classes] for r in results])
+    np.save(cached, probs)
+    return probs
+
+
+def summarise(rows: list[dict]) -> str:
+    return "  ".join(f"{k} {np.mean([r[k] for r in rows]):.4f}±{np.std([r[k] for r in rows]):.4f}" for k in KEYS)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", nargs="+", type=Path, help="K-fold output folders (same seed, same data)")
+    ap.add_argument("--weights", type=float, nargs="*", help="one weight per run for the average (default equal)")
+    args = ap.parse_args()
+    cfg = load_config(args.runs[0] / "fold1" / "config.yaml")
+    ds = load_dataset(cfg.data.path, cfg.data.labels, cfg.data.format)
+    paths = np.array([str(p) for p in ds.paths])
+    k = len(sorted(args.runs[0].glob("fold*")))
+    w = np.asarray(args.weights or [1.0] * len(args.runs))
+    w = w / w.sum()
+    single: dict[Path, list[dict]] = {r: [] for r in args.runs}
+    ens: list[dict] = []
+    t0 = time.time()
+    for i in range(1, k + 1):
+        splits = [json.loads((r / f"fold{i}" / "split.json").read_text()) for r in args.runs]
+        if any(s != splits[0] for s in splits):
+            raise SystemExit(f"fold{i}: the runs do not share the same split (train them with the same seed)")
+        split = splits[0]
+        y_val, y_test = ds.labels[split["val"]], ds.labels[split["test"]]
+        pv = {r: fold_probs(r / f"fold{i}", paths, split, "val") for r in args.runs}
+        pt = {r: fold_probs(r / f"fold{i}", paths, split, "test") for r in args.runs}
+        for r in args.runs:
+            single[r].append(multilabel_metrics(y_test, pt[r], tune_thresholds(y_val, pv[r])))
+        avg_v = sum(wi * pv[r] for wi, r in zip(w, args.runs))
+        avg_t = sum(wi * pt[r] for wi, r in zip(w, args.runs))
+        ens.append(multilabel_metrics(y_test, avg_t, tune_thresholds(y_val, avg_v)))
+        print(f"fold{i}: ensemble samples-F1 {ens[-1]['samples_f1']:.4f}  ({time.time() - t0:.0f}s)", flush=True)
+    for r in args.runs:
+        print(f"{r}: {summarise(single[r])}")
+    print(f"ensemble {[str(r) for r in args.runs]} weights {np.round(w, 3).tolist()}: {summarise(ens)}")
+
+
+if __name__ == "__main__":
+    main()
