@@ -9,7 +9,12 @@ probabilities, tunes per-label thresholds on the averaged val probabilities and
 reports the test fold's metrics. Prints mean ± std over folds for each single
 run and for the ensemble.
 
-    python bench/ensemble_cv.py runs/cv5 runs/cv5_best
+With ``--checkpoint`` each fold's ensemble is instead built as the product
+ships it (``scenetag.ensemble.make_ensemble``: one EnsembleNet, the smaller
+member fed a bilinear resize of the larger input, thresholds tuned on the
+fold's val part) and the test metrics are those of that checkpoint.
+
+    python bench/ensemble_cv.py runs/cv5 runs/cv5_best [--checkpoint]
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ import numpy as np
 
 from scenetag.config import load_config
 from scenetag.data import load_dataset
+from scenetag.ensemble import make_ensemble
 from scenetag.evaluation import multilabel_metrics, tune_thresholds
 from scenetag.predict import Predictor
 
@@ -48,6 +54,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", nargs="+", type=Path, help="K-fold output folders (same seed, same data)")
     ap.add_argument("--weights", type=float, nargs="*", help="one weight per run for the average (default equal)")
+    ap.add_argument("--checkpoint", action="store_true", help="measure the shipped ensemble checkpoint of each fold (written to the first run's fold folder)")
     args = ap.parse_args()
     cfg = load_config(args.runs[0] / "fold1" / "config.yaml")
     ds = load_dataset(cfg.data.path, cfg.data.labels, cfg.data.format)
@@ -68,9 +75,14 @@ def main() -> None:
         pt = {r: fold_probs(r / f"fold{i}", paths, split, "test") for r in args.runs}
         for r in args.runs:
             single[r].append(multilabel_metrics(y_test, pt[r], tune_thresholds(y_val, pv[r])))
-        avg_v = sum(wi * pv[r] for wi, r in zip(w, args.runs))
-        avg_t = sum(wi * pt[r] for wi, r in zip(w, args.runs))
-        ens.append(multilabel_metrics(y_test, avg_t, tune_thresholds(y_val, avg_v)))
+        if args.checkpoint:
+            first = args.runs[0] / f"fold{i}"
+            res = make_ensemble([r / f"fold{i}" / "best.pt" for r in args.runs], first / "ensemble.pt", weights=list(w), tune_on=first, progress=False)
+            ens.append(res["metrics"]["test"])
+        else:
+            avg_v = sum(wi * pv[r] for wi, r in zip(w, args.runs))
+            avg_t = sum(wi * pt[r] for wi, r in zip(w, args.runs))
+            ens.append(multilabel_metrics(y_test, avg_t, tune_thresholds(y_val, avg_v)))
         print(f"fold{i}: ensemble samples-F1 {ens[-1]['samples_f1']:.4f}  ({time.time() - t0:.0f}s)", flush=True)
     for r in args.runs:
         print(f"{r}: {summarise(single[r])}")

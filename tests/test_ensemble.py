@@ -161,3 +161,22 @@ def test_cli_ensemble_and_cv_ensemble(trained_run, synth_dir, tmp_path, capsys):
     meta = read_checkpoint(tmp_path / "cv" / "ensemble.pt")["meta"]
     assert [m["source"] for m in meta["members"]] == [str(tmp_path / "cv" / f"fold{i}" / "best.pt") for i in (1, 2)]
     assert json.loads((tmp_path / "cv" / "cv.json").read_text())["k"] == 2
+
+
+def test_ensemble_serves_and_evaluates_like_any_model(trained_run, synth_dir, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from scenetag.evaluation import evaluate_checkpoint
+    from scenetag.serve import create_app
+
+    _, run, _ = trained_run
+    other = _variant(run / "best.pt", tmp_path / "b.pt", size=56)
+    make_ensemble([run / "best.pt", other], tmp_path / "e.pt", progress=False)
+    client = TestClient(create_app(tmp_path / "e.pt"))
+    model = client.get("/model").json()
+    assert model["backbone"] == "ensemble(test_efficientnet+test_efficientnet)" and model["preprocessing"]["size"] == 56
+    r = client.post("/predict", files=[("files", ("a.jpg", (synth_dir / "original" / "1.jpg").read_bytes(), "image/jpeg"))])
+    want = Predictor(tmp_path / "e.pt").predict([synth_dir / "original" / "1.jpg"])[0]
+    assert r.status_code == 200 and r.json()["predictions"][0]["probabilities"] == pytest.approx(want.probabilities, abs=1e-6)
+    m = evaluate_checkpoint(tmp_path / "e.pt", tmp_path / "eval", data=run, split="test", progress=False)
+    assert (tmp_path / "eval" / "report.html").is_file() and m["n_images"] == len(load_run_split(run, "test"))
