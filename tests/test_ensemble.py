@@ -150,6 +150,8 @@ def test_cli_ensemble_and_cv_ensemble(trained_run, synth_dir, tmp_path, capsys):
     assert "thresholds (tuned per label" in out and "test part" in out and (tmp_path / "e.pt").is_file()
     assert main(["ensemble", str(run / "best.pt"), "--out", str(tmp_path / "x.pt")]) == 2
     assert "at least two" in capsys.readouterr().err
+    assert main(["ensemble", str(run / "best.pt"), str(run / "best.pt"), "--out", str(tmp_path / "x.pt"), "--tune-on", str(tmp_path)]) == 2
+    assert "not a run folder" in capsys.readouterr().err and not (tmp_path / "x.pt").exists()
     assert main(["train", "--ensemble", "--data", str(synth_dir), "--out", str(tmp_path / "t")]) == 2
     assert "--cv" in capsys.readouterr().err
     # train --cv 2 --ensemble: K fold models averaged into OUT/ensemble.pt

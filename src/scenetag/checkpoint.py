@@ -40,6 +40,15 @@ def save_checkpoint(path: Path | str, model: torch.nn.Module, meta: dict[str, An
     return Path(path)
 
 
+def _unpickler_detail(message: str) -> str:
+    """The line of torch's weights_only error that says what was refused (the rest is generic advice)."""
+    text = message.split("WeightsUnpickler error:", 1)[-1]
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    skip = ("Weights only load failed", "Please file an issue", "Check the documentation")
+    useful = [ln for ln in lines if not ln.startswith(skip)]
+    return useful[0] if useful else (lines[0] if lines else "unreadable")
+
+
 def read_checkpoint(path: Path | str) -> dict[str, Any]:
     """The raw payload, safely loaded and version-checked."""
     path = Path(path)
@@ -48,9 +57,12 @@ def read_checkpoint(path: Path | str) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        detail = _unpickler_detail(str(e))
+        if "global" not in detail.lower():  # e.g. "Unsupported operand": not a pickle at all
+            raise CheckpointError(f"{path}: not a readable checkpoint (not a PyTorch file: {detail})") from None
         raise CheckpointError(
             f"{path}: refused: the file contains objects that are not plain weights/metadata "
-            f"(possibly code that would run on load); only weights_only checkpoints are accepted ({str(e).splitlines()[0]})"
+            f"(possibly code that would run on load); only weights_only checkpoints are accepted ({detail})"
         ) from None
     except Exception as e:  # torch.load raises many types (KeyError, EOFError, ...) for garbage
         raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt: {str(e).splitlines()[0]})") from None
