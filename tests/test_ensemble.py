@@ -94,6 +94,9 @@ def test_members_with_other_input_size_and_normalisation_round_trip_and_export(t
         torch.testing.assert_close(torch.sigmoid(model(x)), want, atol=1e-4, rtol=0)
     res = export_onnx(tmp_path / "e.pt", tmp_path / "e.onnx")
     assert res["max_abs_diff"] <= 1e-4
+    from scenetag.export import load_onnx
+
+    assert [m["preprocessing"]["size"] for m in load_onnx(tmp_path / "e.onnx")[1]["members"]] == [48, 56]  # the file describes its members
     pt, onnx = Predictor(tmp_path / "e.pt").predict([synth_dir / "original" / "2.jpg"]), Predictor(tmp_path / "e.onnx").predict([synth_dir / "original" / "2.jpg"])
     assert pt[0].labels == onnx[0].labels
     assert max(abs(pt[0].probabilities[c] - onnx[0].probabilities[c]) for c in pt[0].probabilities) < 1e-4

@@ -27,7 +27,7 @@ class ExportError(RuntimeError):
 
 
 def _portable_meta(meta: dict[str, Any]) -> dict[str, Any]:
-    keep = ("classes", "thresholds", "temperatures", "preprocessing", "backbone", "head", "fallback", "metrics", "format_version", "scenetag_version")
+    keep = ("classes", "thresholds", "temperatures", "preprocessing", "backbone", "head", "members", "fallback", "metrics", "format_version", "scenetag_version")
     from .checkpoint import meta_tta
 
     out = {k: meta[k] for k in keep if k in meta}
