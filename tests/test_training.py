@@ -126,6 +126,21 @@ def test_existing_run_is_not_overwritten(trained_run):
         train(cfg, run, progress=False)
 
 
+def test_without_val_the_last_epoch_of_the_last_phase_is_kept(synth_dir, tmp_path):
+    """data.val=0 (train on everything but test): best.pt must be the final weights, not the end of phase 1."""
+    from scenetag.training import cross_validate, weights_digest
+
+    cfg = tiny_cfg(synth_dir, **{"data.val": 0.0, "train.lr_find": "false"})
+    res = train(cfg, tmp_path / "r", progress=False)
+    best, _ = load_model(tmp_path / "r" / "best.pt")
+    last, _ = load_model(tmp_path / "r" / "last.pt")
+    assert weights_digest(best) == weights_digest(last)
+    assert res["best_boundary"] == read_checkpoint(tmp_path / "r" / "last.pt")["meta"]["boundary"] < len(best.pieces())
+    assert "val" not in res["metrics"] and res["thresholds"] == [0.5] * 5
+    cv = cross_validate(cfg, tmp_path / "cv", k=2, progress=False)  # K-fold without a val part
+    assert len(cv["folds"]) == 2 and all(not json.loads((tmp_path / "cv" / f"fold{i}" / "split.json").read_text())["val"] for i in (1, 2))
+
+
 def _tiny_model():
     torch.manual_seed(0)
     return build_model("test_efficientnet", "none", 5, "reference", 0.5)

@@ -425,7 +425,7 @@ def run_phase(p: Prepared, pi: int, k: int, run_dir: Path, state: dict[str, Any]
             phase.name, epoch + 1, phase.epochs, row["train_loss"], row["val_loss"], row["val_samples_f1"], row["val_micro_f1"], row["val_mAP"], row["seconds"],
         )
         if not len(y_val):
-            score = float(epoch)
+            score = float(len(state["history"]))  # no val: the latest epoch (counted across phases) is best
         elif t.select == "loss":  # lower val BCE is better; thresholds are tuned afterwards anyway
             score = -m["bce_loss"]
         else:
@@ -638,7 +638,7 @@ def cross_validate(cfg: Config, out: Path | str, k: int = 5, progress: bool = Tr
         if (fold_dir / "result.json").is_file():
             per_fold.append(json.loads((fold_dir / "result.json").read_text()))
             continue
-        tr, va = _stratified_holdout(ds.labels[rest], val_frac, cfg.train.seed + i)
+        tr, va = _stratified_holdout(ds.labels[rest], val_frac, cfg.train.seed + i) if val_frac > 0 else (np.arange(len(rest)), np.array([], dtype=np.int64))
         split = Split(rest[tr], rest[va], held)
         if (fold_dir / "last.pt").exists():
             import shutil
