@@ -116,17 +116,13 @@ class Predictor:
             self._setup(*load_model(self.path), tta, fallback)
 
     @classmethod
-    def from_model(cls, model: torch.nn.Module, meta: dict, **kwargs) -> "Predictor":
+    def from_model(cls, model: torch.nn.Module, meta: dict, batch_size: int = 32, tta: bool | None = None, fallback: bool | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS, num_workers: int = 2) -> "Predictor":
         """A predictor for a model in memory (``meta`` as a checkpoint stores it), e.g. before it is saved."""
         self = cls.__new__(cls)
         self.path = Path("<memory>")
-        self.batch_size = kwargs.pop("batch_size", 32)
-        self.max_pixels = kwargs.pop("max_pixels", DEFAULT_MAX_PIXELS)
-        self.num_workers = kwargs.pop("num_workers", 2)
+        self.batch_size, self.max_pixels, self.num_workers = batch_size, max_pixels, num_workers
         self._session = None
-        self._setup(model.eval(), meta, kwargs.pop("tta", None), kwargs.pop("fallback", None))
-        if kwargs:
-            raise TypeError(f"unexpected arguments {sorted(kwargs)}")
+        self._setup(model.eval(), meta, tta, fallback)
         return self
 
     def _setup(self, model: torch.nn.Module | None, meta: dict, tta: bool | None, fallback: bool | None) -> None:
