@@ -34,14 +34,12 @@ from scenetag.predict import Predictor
 KEYS = ("samples_f1", "micro_f1", "macro_f1", "hamming_loss", "subset_accuracy", "mAP", "bce_loss")
 
 
-def fold_probs(fold_dir: Path, paths: np.ndarray, split: dict, which: str) -> np.ndarray:
+def fold_probs(fold_dir: Path, ds, split: dict, which: str) -> np.ndarray:
     """Probabilities of one fold's model on its ``val`` or ``test`` images (computed once, then read back)."""
     cached = fold_dir / f"probs_{which}.npy"
     if cached.is_file():
         return np.load(cached)
-    pred = Predictor(fold_dir / "best.pt")
-    results = pred.predict([paths[i] for i in split[which]])
-    probs = np.array([[r.probabilities[c] for c in pred.classes] for r in results])
+    probs = Predictor(fold_dir / "best.pt").dataset_probabilities(ds.subset(split[which]))
     np.save(cached, probs)
     return probs
 
@@ -58,7 +56,6 @@ def main() -> None:
     args = ap.parse_args()
     cfg = load_config(args.runs[0] / "fold1" / "config.yaml")
     ds = load_dataset(cfg.data.path, cfg.data.labels, cfg.data.format)
-    paths = np.array([str(p) for p in ds.paths])
     k = len(sorted(args.runs[0].glob("fold*")))
     w = np.asarray(args.weights or [1.0] * len(args.runs))
     w = w / w.sum()
@@ -71,8 +68,8 @@ def main() -> None:
             raise SystemExit(f"fold{i}: the runs do not share the same split (train them with the same seed)")
         split = splits[0]
         y_val, y_test = ds.labels[split["val"]], ds.labels[split["test"]]
-        pv = {r: fold_probs(r / f"fold{i}", paths, split, "val") for r in args.runs}
-        pt = {r: fold_probs(r / f"fold{i}", paths, split, "test") for r in args.runs}
+        pv = {r: fold_probs(r / f"fold{i}", ds, split, "val") for r in args.runs}
+        pt = {r: fold_probs(r / f"fold{i}", ds, split, "test") for r in args.runs}
         for r in args.runs:
             single[r].append(multilabel_metrics(y_test, pt[r], tune_thresholds(y_val, pv[r])))
         if args.checkpoint:

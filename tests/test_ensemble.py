@@ -9,7 +9,7 @@ import torch
 from scenetag.checkpoint import CheckpointError, load_model, read_checkpoint
 from scenetag.cli import main
 from scenetag.ensemble import _adapters, combine, make_ensemble
-from scenetag.evaluation import load_run_split, tune_thresholds
+from scenetag.evaluation import load_run_parts, tune_thresholds
 from scenetag.predict import Predictor
 from scenetag.transforms import Preprocessing
 
@@ -107,11 +107,10 @@ def test_tune_on_run_tunes_thresholds_on_its_val_part_and_reports_test(trained_r
     other = _variant(run / "best.pt", tmp_path / "b.pt")
     res = make_ensemble([run / "best.pt", other], tmp_path / "e.pt", tune_on=run, progress=False)
     assert set(res["metrics"]) == {"val", "test"} and "val part" in res["threshold_source"]
-    val = load_run_split(run, "val")
-    preds = Predictor(tmp_path / "e.pt").predict(val.paths)
-    p = np.array([[r.probabilities[c] for c in val.classes] for r in preds])
-    np.testing.assert_allclose(res["thresholds"], tune_thresholds(val.labels, p), atol=1e-5)
-    assert read_checkpoint(tmp_path / "e.pt")["meta"]["metrics"]["test"]["n_images"] == len(load_run_split(run, "test"))
+    parts = load_run_parts(run)
+    p = Predictor(tmp_path / "e.pt").dataset_probabilities(parts["val"])
+    np.testing.assert_allclose(res["thresholds"], tune_thresholds(parts["val"].labels, p), atol=1e-5)
+    assert read_checkpoint(tmp_path / "e.pt")["meta"]["metrics"]["test"]["n_images"] == len(parts["test"])
 
 
 @pytest.mark.parametrize(
@@ -184,4 +183,4 @@ def test_ensemble_serves_and_evaluates_like_any_model(trained_run, synth_dir, tm
     want = Predictor(tmp_path / "e.pt").predict([synth_dir / "original" / "1.jpg"])[0]
     assert r.status_code == 200 and r.json()["predictions"][0]["probabilities"] == pytest.approx(want.probabilities, abs=1e-6)
     m = evaluate_checkpoint(tmp_path / "e.pt", tmp_path / "eval", data=run, split="test", progress=False)
-    assert (tmp_path / "eval" / "report.html").is_file() and m["n_images"] == len(load_run_split(run, "test"))
+    assert (tmp_path / "eval" / "report.html").is_file() and m["n_images"] == len(load_run_parts(run, ["test"])["test"])

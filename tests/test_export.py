@@ -54,3 +54,18 @@ def test_cli_export_and_predict_with_onnx(trained_run, tmp_path, synth_dir, caps
     a, b = json.loads((tmp_path / "o.json").read_text())[0], json.loads((tmp_path / "t.json").read_text())[0]
     assert a["labels"] == b["labels"]
     assert max(abs(a["probabilities"][c] - b["probabilities"][c]) for c in a["probabilities"]) < 1e-4
+
+
+def test_exported_model_keeps_its_tta_setting(trained_run, tmp_path):
+    """A model trained with train.tta=false must not get flip TTA back when predicted through ONNX."""
+    from scenetag.checkpoint import read_checkpoint
+    from scenetag.predict import Predictor
+
+    _, run, _ = trained_run
+    payload = read_checkpoint(run / "best.pt")
+    payload["meta"]["config"]["train"]["tta"] = False
+    torch.save(payload, tmp_path / "no_tta.pt")
+    export_onnx(tmp_path / "no_tta.pt", tmp_path / "no_tta.onnx")
+    assert Predictor(tmp_path / "no_tta.pt").tta is False
+    assert Predictor(tmp_path / "no_tta.onnx").tta is False
+    assert Predictor(run / "best.pt").tta is True and Predictor(tmp_path / "no_tta.onnx", tta=True).tta is True

@@ -128,3 +128,21 @@ def test_calibrated_run_stores_and_uses_temperatures(synth_dir, tmp_path):
     assert pred.temperatures is not None and len(pred.temperatures) == 5 and (pred.temperatures > 0).all()
     r = pred.predict([synth_dir / "original" / "1.jpg"])[0]
     assert r.error is None and r.labels
+
+
+def test_dataset_probabilities_refuses_other_classes_and_unreadable_images(trained_run, synth_dir, tmp_path):
+    import dataclasses
+
+    from scenetag.data import DataError, load_dataset
+
+    _, run, _ = trained_run
+    pred = Predictor(run / "best.pt")
+    ds = load_dataset(synth_dir).subset(range(4))
+    p = pred.dataset_probabilities(ds)
+    assert p.shape == (4, 5) and ((p > 0) & (p < 1)).all()
+    with pytest.raises(DataError, match="differ from the model's"):
+        pred.dataset_probabilities(dataclasses.replace(ds, classes=("a", "b", "c", "d", "e")))
+    bad = tmp_path / "broken.jpg"
+    bad.write_text("not an image")
+    with pytest.raises(DataError, match="1 image.*broken.jpg"):
+        pred.dataset_probabilities(dataclasses.replace(ds, paths=[bad] + list(ds.paths[1:])))

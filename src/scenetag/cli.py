@@ -98,7 +98,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.ensemble:
             from .ensemble import make_ensemble
 
-            res = make_ensemble(sorted(Path(args.out).glob("fold*/best.pt")), Path(args.out) / "ensemble.pt", progress=not args.quiet)
+            folds = [Path(args.out) / f"fold{i}" / "best.pt" for i in range(1, args.cv + 1)]
+            res = make_ensemble(folds, Path(args.out) / "ensemble.pt", progress=not args.quiet)
             print(f"ensemble of the {args.cv} fold models: {res['path']} ({res['threshold_source']})")
         return 0
     cfg = None if args.resume else _load_cfg(args)

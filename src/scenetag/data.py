@@ -461,8 +461,11 @@ class Split:
 
 
 def _stratified_holdout(y: np.ndarray, frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Iterative stratification: (rest, held) with ``held`` about ``frac`` of the rows."""
+    """Iterative stratification: (rest, held) with ``held`` about ``frac`` of the rows (none for ``frac`` 0)."""
     from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
+
+    if frac <= 0:
+        return np.arange(len(y)), np.array([], dtype=np.int64)
 
     splitter = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=frac, random_state=seed)
     rest, held = next(splitter.split(np.zeros(len(y)), y))
@@ -473,11 +476,7 @@ def split_dataset(labels: np.ndarray, val: float = 0.15, test: float = 0.15, see
     """Reproducible multi-label stratified train/val/test split (fractions of the whole)."""
     if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
         raise DataError(f"split fractions val={val}, test={test} must be in [0, 1) with val + test < 1")
-    idx = np.arange(len(labels))
-    empty = np.array([], dtype=np.int64)
-    rest, test_idx = (idx, empty) if test == 0 else _stratified_holdout(labels, test, seed)
-    if val == 0:
-        return Split(rest, empty, test_idx)
+    rest, test_idx = _stratified_holdout(labels, test, seed)
     tr, va = _stratified_holdout(labels[rest], val / (1 - test), seed + 1)
     return Split(rest[tr], rest[va], test_idx)
 

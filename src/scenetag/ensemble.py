@@ -104,33 +104,20 @@ def combine(checkpoints: Sequence[Path | str], weights: Sequence[float] | None =
 def make_ensemble(checkpoints: Sequence[Path | str], out: Path | str, weights: Sequence[float] | None = None, tune_on: Path | str | None = None, progress: bool = True) -> dict[str, Any]:
     """``scenetag ensemble``: write one checkpoint averaging ``checkpoints``; returns its path, thresholds and metrics."""
     from .data import DataError
-    from .evaluation import load_run_split, multilabel_metrics, tune_thresholds
+    from .evaluation import load_run_parts, multilabel_metrics, tune_thresholds
     from .predict import Predictor
 
     model, meta = combine(checkpoints, weights)
     if tune_on:
-        metrics: dict[str, Any] = {}
-        pred = Predictor.from_model(model, meta)
-        probs = {}
-        for which in ("val", "test"):
-            ds = load_run_split(tune_on, which)
-            if not len(ds):
-                continue
-            if list(ds.classes) != meta["classes"]:
-                raise DataError(f"{tune_on}: classes {list(ds.classes)} differ from the models' {meta['classes']}")
-            results = pred.predict(ds.paths, progress=progress)
-            bad = [r.error for r in results if r.error]
-            if bad:
-                raise DataError(f"{len(bad)} image(s) of {tune_on}'s {which} part could not be read, e.g. {bad[0]}")
-            probs[which] = (ds.labels, np.array([[r.probabilities[c] for c in meta["classes"]] for r in results]))
-        if "val" not in probs:
+        parts = {w: ds for w, ds in load_run_parts(tune_on).items() if len(ds)}
+        if "val" not in parts:
             raise DataError(f"{tune_on}: its val part is empty; thresholds need validation images")
-        th = tune_thresholds(*probs["val"])
+        pred = Predictor.from_model(model, meta)
+        probs = {w: pred.dataset_probabilities(ds, progress=progress) for w, ds in parts.items()}
+        th = tune_thresholds(parts["val"].labels, probs["val"])
         meta["thresholds"] = [float(x) for x in th]
         meta["threshold_source"] = f"tuned per label on the val part of {tune_on}"
-        for which, (y, p) in probs.items():
-            metrics[which] = multilabel_metrics(y, p, th, meta["classes"])
-        meta["metrics"] = metrics
+        meta["metrics"] = {w: multilabel_metrics(parts[w].labels, probs[w], th, meta["classes"]) for w in parts}
     path = save_checkpoint(out, model, meta)
     log.info("wrote ensemble of %d models to %s (%s)", len(meta["members"]), path, meta["threshold_source"])
     return {"path": str(path), "thresholds": meta["thresholds"], "threshold_source": meta["threshold_source"], "metrics": meta["metrics"]}

@@ -1,6 +1,8 @@
 """Multi-label metrics (scikit-learn semantics) and per-label threshold tuning."""
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 from sklearn.metrics import (
     average_precision_score,
@@ -138,8 +140,8 @@ def per_image_bce(y: np.ndarray, p: np.ndarray, eps: float = 1e-7) -> np.ndarray
     return -(y * np.log(p) + (1 - y) * np.log(1 - p)).mean(1)
 
 
-def load_run_split(run, which: str):
-    """The images of a run folder's held-out ``which`` part (``val``/``test``), from its config and split.json."""
+def load_run_parts(run, parts: Sequence[str] = ("val", "test")) -> dict:
+    """The images of a run folder's held-out ``parts`` (``val``/``test``), from its config and split.json (data read once)."""
     import json
     from pathlib import Path
 
@@ -148,12 +150,14 @@ def load_run_split(run, which: str):
 
     run = Path(run)
     if not (run / "split.json").is_file():
-        raise DataError(f"{run}: not a run folder (no split.json) for --split {which}")
+        raise DataError(f"{run}: not a run folder (no split.json) for its {'/'.join(parts)} part")
     split = json.loads((run / "split.json").read_text())
-    if which not in split:
-        raise DataError(f"{run / 'split.json'}: no {which!r} part (has {sorted(split)})")
+    missing = [w for w in parts if w not in split]
+    if missing:
+        raise DataError(f"{run / 'split.json'}: no {missing[0]!r} part (has {sorted(split)})")
     cfg = load_config(run / "config.yaml")
-    return load_dataset(cfg.data.path, cfg.data.labels, cfg.data.format).subset(split[which])
+    ds = load_dataset(cfg.data.path, cfg.data.labels, cfg.data.format)
+    return {w: ds.subset(split[w]) for w in parts}
 
 
 def evaluate_checkpoint(model_path, out, data=None, labels=None, fmt: str = "auto", split: str | None = None, fallback: bool = True, progress: bool = True, n_grid: int = 20) -> dict:
@@ -164,7 +168,7 @@ def evaluate_checkpoint(model_path, out, data=None, labels=None, fmt: str = "aut
     """
     from pathlib import Path
 
-    from .data import DataError, load_dataset
+    from .data import load_dataset
     from .io import atomic_write_json
     from .predict import Predictor
 
@@ -172,16 +176,10 @@ def evaluate_checkpoint(model_path, out, data=None, labels=None, fmt: str = "aut
     model_path = Path(model_path)
     predictor = Predictor(model_path, fallback=fallback)
     if split:
-        ds = load_run_split(Path(data) if data else model_path.parent, split)
+        ds = load_run_parts(Path(data) if data else model_path.parent, [split])[split]
     else:
         ds = load_dataset(data, labels, fmt)
-    if list(ds.classes) != predictor.classes:
-        raise DataError(f"data classes {list(ds.classes)} differ from the model's {predictor.classes}")
-    results = predictor.predict(ds.paths, progress=progress)
-    bad = [r for r in results if r.error]
-    if bad:
-        raise DataError(f"{len(bad)} image(s) could not be read, e.g. {bad[0].error}")
-    probs = np.array([[r.probabilities[c] for c in ds.classes] for r in results])
+    probs = predictor.dataset_probabilities(ds, progress=progress)
     y = ds.labels.astype(np.uint8)
     m = multilabel_metrics(y, probs, predictor.thresholds, ds.classes, fallback=fallback)
     eces = [expected_calibration_error(y[:, j], probs[:, j]) for j in range(y.shape[1])]

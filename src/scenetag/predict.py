@@ -176,6 +176,17 @@ class Predictor:
         return results
 
 
+    def dataset_probabilities(self, ds, progress: bool = False) -> np.ndarray:
+        """(images, classes) probabilities of a labelled data set in its order; other classes or an unreadable image is a DataError."""
+        if list(ds.classes) != self.classes:
+            raise DataError(f"data classes {list(ds.classes)} differ from the model's {self.classes}")
+        results = self.predict(ds.paths, progress=progress)
+        bad = [r.error for r in results if r.error]
+        if bad:
+            raise DataError(f"{len(bad)} image(s) could not be read, e.g. {bad[0]}")
+        return np.array([[r.probabilities[c] for c in self.classes] for r in results])
+
+
 def _item_name(item, i: int) -> str:
     if isinstance(item, tuple):
         return str(item[0])

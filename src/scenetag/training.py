@@ -638,7 +638,7 @@ def cross_validate(cfg: Config, out: Path | str, k: int = 5, progress: bool = Tr
         if (fold_dir / "result.json").is_file():
             per_fold.append(json.loads((fold_dir / "result.json").read_text()))
             continue
-        tr, va = _stratified_holdout(ds.labels[rest], val_frac, cfg.train.seed + i) if val_frac > 0 else (np.arange(len(rest)), np.array([], dtype=np.int64))
+        tr, va = _stratified_holdout(ds.labels[rest], val_frac, cfg.train.seed + i)
         split = Split(rest[tr], rest[va], held)
         if (fold_dir / "last.pt").exists():
             import shutil
