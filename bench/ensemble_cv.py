@@ -14,7 +14,11 @@ ships it (``scenetag.ensemble.make_ensemble``: one EnsembleNet, the smaller
 member fed a bilinear resize of the larger input, thresholds tuned on the
 fold's val part) and the test metrics are those of that checkpoint.
 
-    python bench/ensemble_cv.py runs/cv5 runs/cv5_best [--checkpoint]
+With ``--oracle`` it also prints a ceiling, not a result: the averaged
+probabilities scored with thresholds tuned on the test fold itself. No honest
+decision rule on these probabilities can beat it.
+
+    python bench/ensemble_cv.py runs/cv5 runs/cv5_best [--checkpoint] [--oracle]
 """
 from __future__ import annotations
 
@@ -53,6 +57,7 @@ def main() -> None:
     ap.add_argument("runs", nargs="+", type=Path, help="K-fold output folders (same seed, same data)")
     ap.add_argument("--weights", type=float, nargs="*", help="one weight per run for the average (default equal)")
     ap.add_argument("--checkpoint", action="store_true", help="measure the shipped ensemble checkpoint of each fold (written to the first run's fold folder)")
+    ap.add_argument("--oracle", action="store_true", help="also print the ceiling: thresholds tuned on the test fold itself")
     args = ap.parse_args()
     cfg = load_config(args.runs[0] / "fold1" / "config.yaml")
     ds = load_dataset(cfg.data.path, cfg.data.labels, cfg.data.format)
@@ -61,6 +66,7 @@ def main() -> None:
     w = w / w.sum()
     single: dict[Path, list[dict]] = {r: [] for r in args.runs}
     ens: list[dict] = []
+    oracle: list[dict] = []
     t0 = time.time()
     for i in range(1, k + 1):
         splits = [json.loads((r / f"fold{i}" / "split.json").read_text()) for r in args.runs]
@@ -72,6 +78,9 @@ def main() -> None:
         pt = {r: fold_probs(r / f"fold{i}", ds, split, "test") for r in args.runs}
         for r in args.runs:
             single[r].append(multilabel_metrics(y_test, pt[r], tune_thresholds(y_val, pv[r])))
+        if args.oracle:
+            avg_t = sum(wi * pt[r] for wi, r in zip(w, args.runs))
+            oracle.append(multilabel_metrics(y_test, avg_t, tune_thresholds(y_test, avg_t)))
         if args.checkpoint:
             first = args.runs[0] / f"fold{i}"
             res = make_ensemble([r / f"fold{i}" / "best.pt" for r in args.runs], first / "ensemble.pt", weights=list(w), tune_on=first, progress=False)
@@ -84,6 +93,8 @@ def main() -> None:
     for r in args.runs:
         print(f"{r}: {summarise(single[r])}")
     print(f"ensemble {[str(r) for r in args.runs]} weights {np.round(w, 3).tolist()}: {summarise(ens)}")
+    if oracle:
+        print(f"ceiling (thresholds tuned on the test folds themselves, not a result): {summarise(oracle)}")
 
 
 if __name__ == "__main__":
