@@ -78,16 +78,15 @@ def main() -> None:
         pt = {r: fold_probs(r / f"fold{i}", ds, split, "test") for r in args.runs}
         for r in args.runs:
             single[r].append(multilabel_metrics(y_test, pt[r], tune_thresholds(y_val, pv[r])))
+        avg_v = sum(wi * pv[r] for wi, r in zip(w, args.runs))
+        avg_t = sum(wi * pt[r] for wi, r in zip(w, args.runs))
         if args.oracle:
-            avg_t = sum(wi * pt[r] for wi, r in zip(w, args.runs))
             oracle.append(multilabel_metrics(y_test, avg_t, tune_thresholds(y_test, avg_t)))
         if args.checkpoint:
             first = args.runs[0] / f"fold{i}"
             res = make_ensemble([r / f"fold{i}" / "best.pt" for r in args.runs], first / "ensemble.pt", weights=list(w), tune_on=first, progress=False)
             ens.append(res["metrics"]["test"])
         else:
-            avg_v = sum(wi * pv[r] for wi, r in zip(w, args.runs))
-            avg_t = sum(wi * pt[r] for wi, r in zip(w, args.runs))
             ens.append(multilabel_metrics(y_test, avg_t, tune_thresholds(y_val, avg_v)))
         print(f"fold{i}: ensemble samples-F1 {ens[-1]['samples_f1']:.4f}  ({time.time() - t0:.0f}s)", flush=True)
     for r in args.runs:

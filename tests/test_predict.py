@@ -140,6 +140,8 @@ def test_dataset_probabilities_refuses_other_classes_and_unreadable_images(train
     ds = load_dataset(synth_dir).subset(range(4))
     p = pred.dataset_probabilities(ds)
     assert p.shape == (4, 5) and ((p > 0) & (p < 1)).all()
+    one = pred.predict([ds.paths[2]])[0]  # row i is image i, columns in the model's class order
+    np.testing.assert_allclose(p[2], [one.probabilities[c] for c in pred.classes], atol=1e-6)
     with pytest.raises(DataError, match="differ from the model's"):
         pred.dataset_probabilities(dataclasses.replace(ds, classes=("a", "b", "c", "d", "e")))
     bad = tmp_path / "broken.jpg"

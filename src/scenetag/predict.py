@@ -175,7 +175,6 @@ class Predictor:
         bar.close()
         return results
 
-
     def dataset_probabilities(self, ds, progress: bool = False) -> np.ndarray:
         """(images, classes) probabilities of a labelled data set in its order; other classes or an unreadable image is a DataError."""
         if list(ds.classes) != self.classes:
