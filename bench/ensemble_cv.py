@@ -31,25 +31,25 @@ import numpy as np
 
 from scenetag.config import load_config
 from scenetag.data import load_dataset
-from scenetag.ensemble import make_ensemble
-from scenetag.evaluation import multilabel_metrics, tune_thresholds
-from scenetag.predict import Predictor
+from scenetag.workflows.ensemble import make_ensemble
+from scenetag.metrics import METRIC_KEYS, multilabel_metrics, tune_thresholds
+from scenetag.infer.predictor import Predictor
+from scenetag.runs import RunDir
 
-KEYS = ("samples_f1", "micro_f1", "macro_f1", "hamming_loss", "subset_accuracy", "mAP", "bce_loss")
 
 
-def fold_probs(fold_dir: Path, ds, split: dict, which: str) -> np.ndarray:
+def fold_probs(fold: RunDir, ds, split: dict, which: str) -> np.ndarray:
     """Probabilities of one fold's model on its ``val`` or ``test`` images (computed once, then read back)."""
-    cached = fold_dir / f"probs_{which}.npy"
+    cached = fold / f"probs_{which}.npy"
     if cached.is_file():
         return np.load(cached)
-    probs = Predictor(fold_dir / "best.pt").dataset_probabilities(ds.subset(split[which]))
+    probs = Predictor(fold.best).dataset_probabilities(ds.subset(split[which]))
     np.save(cached, probs)
     return probs
 
 
 def summarise(rows: list[dict]) -> str:
-    return "  ".join(f"{k} {np.mean([r[k] for r in rows]):.4f}±{np.std([r[k] for r in rows]):.4f}" for k in KEYS)
+    return "  ".join(f"{k} {np.mean([r[k] for r in rows]):.4f}±{np.std([r[k] for r in rows]):.4f}" for k in METRIC_KEYS)
 
 
 def main() -> None:
@@ -59,23 +59,24 @@ def main() -> None:
     ap.add_argument("--checkpoint", action="store_true", help="measure the shipped ensemble checkpoint of each fold (written to the first run's fold folder)")
     ap.add_argument("--oracle", action="store_true", help="also print the ceiling: thresholds tuned on the test fold itself")
     args = ap.parse_args()
-    cfg = load_config(args.runs[0] / "fold1" / "config.yaml")
+    runs = [RunDir(r) for r in args.runs]
+    cfg = load_config(runs[0].fold(0).config)
     ds = load_dataset(cfg.data.path, cfg.data.labels, cfg.data.format)
-    k = len(sorted(args.runs[0].glob("fold*")))
+    k = json.loads(runs[0].cv_summary.read_text())["k"] if runs[0].cv_summary.is_file() else len(list(runs[0].path.glob("fold*")))
     w = np.asarray(args.weights or [1.0] * len(args.runs))
     w = w / w.sum()
     single: dict[Path, list[dict]] = {r: [] for r in args.runs}
     ens: list[dict] = []
     oracle: list[dict] = []
     t0 = time.time()
-    for i in range(1, k + 1):
-        splits = [json.loads((r / f"fold{i}" / "split.json").read_text()) for r in args.runs]
+    for i in range(k):
+        splits = [json.loads(r.fold(i).split.read_text()) for r in runs]
         if any(s != splits[0] for s in splits):
-            raise SystemExit(f"fold{i}: the runs do not share the same split (train them with the same seed)")
+            raise SystemExit(f"{runs[0].fold(i)}: the runs do not share the same split (train them with the same seed)")
         split = splits[0]
         y_val, y_test = ds.labels[split["val"]], ds.labels[split["test"]]
-        pv = {r: fold_probs(r / f"fold{i}", ds, split, "val") for r in args.runs}
-        pt = {r: fold_probs(r / f"fold{i}", ds, split, "test") for r in args.runs}
+        pv = {r: fold_probs(RunDir(r).fold(i), ds, split, "val") for r in args.runs}
+        pt = {r: fold_probs(RunDir(r).fold(i), ds, split, "test") for r in args.runs}
         for r in args.runs:
             single[r].append(multilabel_metrics(y_test, pt[r], tune_thresholds(y_val, pv[r])))
         avg_v = sum(wi * pv[r] for wi, r in zip(w, args.runs))
@@ -83,12 +84,12 @@ def main() -> None:
         if args.oracle:
             oracle.append(multilabel_metrics(y_test, avg_t, tune_thresholds(y_test, avg_t)))
         if args.checkpoint:
-            first = args.runs[0] / f"fold{i}"
-            res = make_ensemble([r / f"fold{i}" / "best.pt" for r in args.runs], first / "ensemble.pt", weights=list(w), tune_on=first, progress=False)
+            first = runs[0].fold(i)
+            res = make_ensemble([r.fold(i).best for r in runs], first.ensemble, weights=list(w), tune_on=first, progress=False)
             ens.append(res["metrics"]["test"])
         else:
             ens.append(multilabel_metrics(y_test, avg_t, tune_thresholds(y_val, avg_v)))
-        print(f"fold{i}: ensemble samples-F1 {ens[-1]['samples_f1']:.4f}  ({time.time() - t0:.0f}s)", flush=True)
+        print(f"fold {i + 1}: ensemble samples-F1 {ens[-1]['samples_f1']:.4f}  ({time.time() - t0:.0f}s)", flush=True)
     for r in args.runs:
         print(f"{r}: {summarise(single[r])}")
     print(f"ensemble {[str(r) for r in args.runs]} weights {np.round(w, 3).tolist()}: {summarise(ens)}")

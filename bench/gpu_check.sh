@@ -11,7 +11,7 @@ $PY - <<'PY'
 import torch
 assert torch.cuda.is_available(), "CUDA not available"
 print("CUDA devices:", [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())])
-from scenetag.distributed import pick_device
+from scenetag.train.distributed import pick_device
 assert pick_device("auto").startswith("cuda"), pick_device("auto")
 PY
 $PY -m scenetag synth "$TMP/data" -n 200

@@ -26,9 +26,11 @@ def main() -> None:
     args = ap.parse_args()
 
     from scenetag.data import open_image
-    from scenetag.export import export_onnx, load_onnx
-    from scenetag.predict import Predictor, expand_paths
-    from scenetag.transforms import Preprocessing, eval_tensor
+    from scenetag.infer.export import export_onnx
+    from scenetag.infer.onnx import load_onnx
+    from scenetag.infer.predictor import Predictor, expand_paths
+    from scenetag.data.preprocessing import Preprocessing
+    from scenetag.data.transforms import eval_tensor
 
     torch.set_num_threads(2)
     paths = expand_paths([Path(args.data) / "original"])[: args.n]

@@ -24,12 +24,12 @@ from sklearn.multioutput import MultiOutputClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from scenetag.cache import build_cache
+from scenetag.train.cache import build_cache
 from scenetag.data import kfold_indices, load_dataset
-from scenetag.evaluation import multilabel_metrics, tune_thresholds
-from scenetag.models import build_model, model_preprocessing
+from scenetag.metrics import METRIC_KEYS, multilabel_metrics, tune_thresholds
+from scenetag.models.net import build_model, model_preprocessing
 
-KEYS = ("samples_f1", "micro_f1", "macro_f1", "hamming_loss", "subset_accuracy", "mAP")
+
 
 
 def features(ds, spec: str, views: list[str], resize: str, cache_dir: Path | None, seed: int) -> np.ndarray:
@@ -63,7 +63,7 @@ def probe_probs(f: np.ndarray, y: np.ndarray, tr: np.ndarray, te: np.ndarray, c:
 
 
 def summarise(name: str, rows: list[dict]) -> None:
-    parts = [f"{k} {np.mean([r[k] for r in rows]):.4f}±{np.std([r[k] for r in rows]):.4f}" for k in KEYS]
+    parts = [f"{k} {np.mean([r[k] for r in rows]):.4f}±{np.std([r[k] for r in rows]):.4f}" for k in METRIC_KEYS]
     print(f"{name:40s} " + "  ".join(parts), flush=True)
 
 

@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 
 from scenetag.config import load_config
-from scenetag.training import train
+from scenetag.runs import RunDir
+from scenetag.train.recipe import train
 
 
 def run(data: str, out: Path, cache: bool, limit: int, views: str, epochs: int) -> tuple[dict[str, list[float]], float]:
@@ -46,7 +47,7 @@ def run(data: str, out: Path, cache: bool, limit: int, views: str, epochs: int) 
     t0 = time.time()
     train(cfg, out, progress=False)
     total = time.time() - t0
-    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    rows = list(csv.DictReader(open(RunDir(out).metrics_csv)))
     per_phase: dict[str, list[float]] = {}
     for r in rows:
         per_phase.setdefault(r["phase"], []).append(float(r["seconds"]))

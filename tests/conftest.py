@@ -9,7 +9,7 @@ import torch
 # Two cores and tiny models: one intra-op thread per test process is faster and steadier.
 torch.set_num_threads(1)
 
-from scenetag.synth import make_synthetic
+from scenetag.data.synth import make_synthetic
 
 REAL_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "miml-scene"
 
@@ -48,7 +48,7 @@ def tiny_cfg(data, **extra):
 @pytest.fixture(scope="session")
 def trained_run(synth_dir, tmp_path_factory):
     """(config, run folder, result) of one tiny run of the whole recipe, shared by test modules."""
-    from scenetag.training import train
+    from scenetag.train.recipe import train
 
     run = tmp_path_factory.mktemp("run")
     cfg = tiny_cfg(synth_dir)

@@ -6,7 +6,8 @@ import pickle
 import pytest
 import torch
 
-from scenetag.checkpoint import CheckpointError, load_model, read_checkpoint, save_checkpoint
+from scenetag.checkpoint import load_model, read_checkpoint, save_checkpoint
+from scenetag.errors import CheckpointError
 from scenetag.cli import main
 
 

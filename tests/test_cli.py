@@ -30,7 +30,7 @@ def test_check_lists_every_bad_file(synth_dir, tmp_path, capsys):
     shutil.copytree(synth_dir, root)
     (root / "original" / "3.jpg").write_bytes(b"")
     (root / "original" / "7.jpg").write_text("txt")
-    assert main(["explore", "--data", str(root), "--out", str(tmp_path / "r"), "--check"]) == 1
+    assert main(["explore", "--data", str(root), "--out", str(tmp_path / "r"), "--check"]) == 2
     err = capsys.readouterr().err
     assert "2 bad image file(s)" in err and "3.jpg" in err and "7.jpg" in err
 

@@ -12,8 +12,10 @@ from hypothesis import strategies as st
 from PIL import Image
 from sklearn.metrics import f1_score
 
-from scenetag.data import DataError, decode_image, parse_label_value, parse_labels_json
-from scenetag.evaluation import apply_thresholds, multilabel_metrics, tune_thresholds
+from scenetag.data.images import decode_image
+from scenetag.data.layouts import parse_label_value, parse_labels_json
+from scenetag.errors import DataError
+from scenetag.metrics import apply_thresholds, multilabel_metrics, tune_thresholds
 
 label_rows = st.lists(st.lists(st.sampled_from([-1, 1, 0]), min_size=5, max_size=5), min_size=1, max_size=30)
 

@@ -8,10 +8,11 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
-from scenetag.training import train
+from scenetag.train.recipe import train
 
 from .conftest import tiny_cfg
 
@@ -29,15 +30,18 @@ def _rows(run):
 def test_sigkill_mid_phase_then_resume_equals_uninterrupted(synth_dir, tmp_path):
     ref = train(tiny_cfg(synth_dir, **{"train.phases": PHASES}), tmp_path / "ref", progress=False)
     run = tmp_path / "killed"
-    args = [sys.executable, "-m", "scenetag", "train", "--data", str(synth_dir), "--out", str(run), "-q"]
-    for ov in [
-        "model.backbone=test_efficientnet", "model.weights=none", "model.image_size=48", "train.views=[orig, flip, crop]",
-        "train.batch_size=8", "train.lr_find_steps=12", f"train.phases={PHASES}", "train.threads=1",
-    ]:
-        args += ["--set", ov]
-    # Slow each epoch down a little so the kill lands inside the second phase.
-    env = dict(os.environ, SCENETAG_TEST_EPOCH_SLEEP="0.3")
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # A small driver: the same training as `scenetag train`, with each epoch slowed a little
+    # (through the public epoch callback) so the kill lands inside the second phase.
+    script = (
+        "import sys, time\n"
+        "sys.path.insert(0, sys.argv[1])\n"
+        "from tests.conftest import tiny_cfg\n"
+        "from scenetag.train.recipe import train\n"
+        f"cfg = tiny_cfg(sys.argv[2], **{{'train.phases': {PHASES!r}}})\n"
+        "train(cfg, sys.argv[3], progress=False, callbacks=[lambda state: time.sleep(0.3)])\n"
+    )
+    args = [sys.executable, "-c", script, str(Path(__file__).resolve().parents[1]), str(synth_dir), str(run)]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and len(_rows(run)) < 15:
         time.sleep(0.05)

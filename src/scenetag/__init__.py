@@ -1,8 +1,21 @@
-"""scenetag: multi-label natural scene tagging (train, evaluate, explain, serve, export)."""
+"""scenetag: multi-label natural scene tagging (train, evaluate, explain, serve, export).
+
+Importing the package is cheap: heavy modules (torch, timm) load only when a
+command or function that needs them is used.
+"""
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .data import DataError, MultiLabelDataset, load_dataset  # noqa: E402
+from .errors import DataError, ScenetagError  # noqa: E402
 
-__all__ = ["DataError", "MultiLabelDataset", "load_dataset", "__version__"]
+__all__ = ["DataError", "MultiLabelDataset", "ScenetagError", "load_dataset", "__version__"]
+
+
+def __getattr__(name: str):
+    # Lazy, so `import scenetag` (and `scenetag --help`) does not read the data package.
+    if name in ("MultiLabelDataset", "load_dataset"):
+        from . import data
+
+        return getattr(data, name)
+    raise AttributeError(f"module 'scenetag' has no attribute {name!r}")

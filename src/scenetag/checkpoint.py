@@ -15,14 +15,12 @@ from typing import Any
 import torch
 
 from . import __version__
+from .errors import CheckpointError
 from .io import atomic_path
+from .model_meta import FORMAT_VERSION
+from .models import from_meta
 
 log = logging.getLogger(__name__)
-FORMAT_VERSION = 1
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used: the message names the file and the reason."""
 
 
 def save_checkpoint(path: Path | str, model: torch.nn.Module, meta: dict[str, Any], train_state: dict[str, Any] | None = None) -> Path:
@@ -74,23 +72,11 @@ def read_checkpoint(path: Path | str) -> dict[str, Any]:
     return payload
 
 
-def meta_tta(meta: dict[str, Any]) -> bool:
-    """Whether predictions average the flipped image too: the model's own setting (top level, else its training config)."""
-    return bool(meta.get("tta", meta.get("config", {}).get("train", {}).get("tta", True)))
-
-
 def load_model(path: Path | str) -> tuple[torch.nn.Module, dict[str, Any]]:
     """A ready model (eval mode) and its metadata; nothing else is needed to predict."""
-    from .models import build_model
-
     payload = read_checkpoint(path)
     meta = payload["meta"]
-    if meta.get("members"):
-        from .ensemble import ensemble_net
-
-        model = ensemble_net(meta)
-    else:
-        model = build_model(backbone=meta["backbone"], weights="none", n_classes=len(meta["classes"]), head=meta["head"], dropout=meta.get("dropout", 0.5), quiet=True)
+    model = from_meta(meta)
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as e:

@@ -8,15 +8,9 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .checkpoint import CheckpointError
-from .config import PRESETS, ConfigError
-from .data import DEFAULT_DATA, FORMATS, DataError
-from .export import ExportError
-from .models import ModelError
-
-
-class CLIError(Exception):
-    """An error already phrased for the user."""
+from .config import PRESETS
+from .data.layouts import DEFAULT_DATA, FORMATS
+from .errors import ScenetagError, UsageError
 
 
 def _add_data_args(p: argparse.ArgumentParser, default: str | None = str(DEFAULT_DATA)) -> None:
@@ -26,7 +20,7 @@ def _add_data_args(p: argparse.ArgumentParser, default: str | None = str(DEFAULT
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from .synth import make_synthetic
+    from .data.synth import make_synthetic
 
     out = make_synthetic(Path(args.dir), n=args.n, seed=args.seed)
     print(f"wrote {args.n} synthetic scenes to {out}")
@@ -34,17 +28,18 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_explore(args: argparse.Namespace) -> int:
-    from .data import check_images, load_dataset
-    from .explore import explore
+    from .data.images import check_images
+    from .data.layouts import load_dataset
+    from .workflows.explore import explore
 
     ds = load_dataset(args.data, args.labels, args.format)
     if args.check:
-        errors = check_images(ds)
+        errors = check_images(ds.paths)
         if errors:
             print(f"{len(errors)} bad image file(s):", file=sys.stderr)
             for e in errors:
                 print(f"  {e}", file=sys.stderr)
-            return 1
+            return 2
         print(f"all {len(ds)} images decode")
     summary = explore(ds, Path(args.out), samples_per_class=args.samples, seed=args.seed)
     for line in summary["text"]:
@@ -72,9 +67,10 @@ def _load_cfg(args: argparse.Namespace):
 
 
 def _print_metrics(metrics: dict, title: str) -> None:
-    keys = ["samples_f1", "micro_f1", "macro_f1", "samples_precision", "samples_recall", "hamming_loss", "subset_accuracy", "mAP", "bce_loss"]
+    from .metrics import METRIC_KEYS
+
     print(f"{title} ({metrics.get('n_images', '?')} images):")
-    print("  " + "  ".join(f"{k} {metrics[k]:.4f}" for k in keys if k in metrics))
+    print("  " + "  ".join(f"{k} {metrics[k]:.4f}" for k in METRIC_KEYS if k in metrics))
     per = metrics.get("per_label", {})
     if per:
         print(f"  {'label':<12}{'precision':>10}{'recall':>10}{'f1':>10}{'AP':>10}{'support':>9}{'thresh':>8}")
@@ -83,23 +79,26 @@ def _print_metrics(metrics: dict, title: str) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .training import cross_validate, train
+    from .runs import RunDir
+    from .train.cv import cross_validate
+    from .train.recipe import train
 
     if args.ensemble and not args.cv:
-        raise CLIError("--ensemble averages the fold models of --cv K; to combine other checkpoints use `scenetag ensemble`")
+        raise UsageError("--ensemble averages the fold models of --cv K; to combine other checkpoints use `scenetag ensemble`")
     if args.cv:
         if args.resume:
-            raise CLIError("--cv and --resume cannot be combined (rerunning --cv reuses finished folds)")
+            raise UsageError("--cv and --resume cannot be combined (rerunning --cv reuses finished folds)")
         cv = cross_validate(_load_cfg(args), Path(args.out), args.cv, progress=not args.quiet)
         print(f"{args.cv}-fold cross-validation (test part of each fold, mean ± std):")
         for key, mean in cv["mean"].items():
             print(f"  {key:<18} {mean:.4f} ± {cv['std'][key]:.4f}")
-        print(f"per fold: {Path(args.out) / 'cv.json'}")
+        out = RunDir(args.out)
+        print(f"per fold: {out.cv_summary}")
         if args.ensemble:
-            from .ensemble import make_ensemble
+            from .workflows.ensemble import make_ensemble
 
-            folds = [Path(args.out) / f"fold{i}" / "best.pt" for i in range(1, args.cv + 1)]
-            res = make_ensemble(folds, Path(args.out) / "ensemble.pt", progress=not args.quiet)
+            folds = [out.fold(i).best for i in range(args.cv)]
+            res = make_ensemble(folds, out.ensemble, progress=not args.quiet)
             print(f"ensemble of the {args.cv} fold models: {res['path']} ({res['threshold_source']})")
         return 0
     cfg = None if args.resume else _load_cfg(args)
@@ -120,26 +119,28 @@ def _print_result(result: dict) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Main job of `make run`: exploration report, train (or reuse/resume), evaluation report of the test split."""
-    from .data import load_dataset
-    from .evaluation import evaluate_checkpoint
-    from .explore import explore
-    from .training import train_or_resume
+    from .data.layouts import load_dataset
+    from .runs import RunDir
+    from .train.recipe import train_or_resume
+    from .workflows.evaluate import evaluate_checkpoint
+    from .workflows.explore import explore
 
-    out = Path(args.out)
+    run = RunDir(args.out)
+    out = run.path
     cfg = _load_cfg(args)
     ds = load_dataset(cfg.data.path, cfg.data.labels, cfg.data.format)
-    summary = explore(ds, out / "explore")
+    summary = explore(ds, run.explore)
     print("\n".join(summary["text"]))
-    print(f"exploration report: {out / 'explore' / 'report.html'}")
+    print(f"exploration report: {run.explore / 'report.html'}")
     result = train_or_resume(cfg, out, progress=not args.quiet)
     if result.get("reused"):
         print(f"{out} already holds a finished run with this config (remove it to retrain); its results:")
     else:
         print(f"trained in {result['train_seconds']:.0f}s")
     if "test" in result["metrics"]:
-        m = evaluate_checkpoint(out / "best.pt", out / "evaluation", data=out, split="test", progress=not args.quiet)
+        m = evaluate_checkpoint(run.best, run.evaluation, data=out, split="test", progress=not args.quiet)
         _print_metrics(m, "test split, evaluated from the images (tuned per-label thresholds)")
-        print(f"evaluation report: {out / 'evaluation' / 'report.html'}")
+        print(f"evaluation report: {run.evaluation / 'report.html'}")
     else:
         _print_result(result)
     print(f"run folder: {out} (best.pt, metrics.csv, curves.png)")
@@ -147,7 +148,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_lr_find(args: argparse.Namespace) -> int:
-    from .training import lr_find_only
+    from .train.recipe import lr_find_only
 
     res = lr_find_only(_load_cfg(args), Path(args.out), args.phase, progress=not args.quiet)
     print(f"suggested LR {res['lr']:.2e}; plot: {res['plot']}")
@@ -155,7 +156,7 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluation import evaluate_checkpoint
+    from .workflows.evaluate import evaluate_checkpoint
 
     m = evaluate_checkpoint(args.model, Path(args.out), data=args.data, labels=args.labels, fmt=args.format, split=args.split, fallback=not args.no_fallback, progress=not args.quiet)
     _print_metrics(m, "evaluation")
@@ -164,14 +165,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .predict import Predictor, expand_paths, shard, write_predictions
+    from .infer.outputs import write_predictions
+    from .infer.predictor import Predictor, expand_paths, shard
 
     predictor = Predictor(args.model, batch_size=args.batch_size, fallback=not args.no_fallback)
     paths = expand_paths(args.paths)
     if args.shard:
         paths = shard(paths, args.shard)
     if not paths:
-        raise CLIError(f"no images found in {' '.join(args.paths)}")
+        raise UsageError(f"no images found in {' '.join(args.paths)}")
     results = predictor.predict(paths, progress=not args.quiet)
     if args.output:
         write_predictions(results, predictor.classes, Path(args.output), args.format)
@@ -192,7 +194,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_ensemble(args: argparse.Namespace) -> int:
-    from .ensemble import make_ensemble
+    from .workflows.ensemble import make_ensemble
 
     res = make_ensemble(args.models, Path(args.out), weights=args.weights, tune_on=args.tune_on, progress=not args.quiet)
     print(f"thresholds ({res['threshold_source']}): " + " ".join(f"{t:.3f}" for t in res["thresholds"]))
@@ -203,7 +205,7 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import export_onnx, export_torchscript
+    from .infer.export import export_onnx, export_torchscript
 
     fn = export_onnx if args.format == "onnx" else export_torchscript
     out = args.out or str(Path(args.model).with_suffix(".onnx" if args.format == "onnx" else ".ts"))
@@ -213,7 +215,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .serve import ServeLimits, serve
+    from .workflows.serve import ServeLimits, serve
 
     print(f"serving {args.model} on http://{args.host}:{args.port}/ (docs at /docs); Ctrl-C stops")
     serve(args.model, args.host, args.port, ServeLimits(args.max_upload_mb, args.max_files, body_timeout_s=args.body_timeout))
@@ -329,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
-    except (DataError, ConfigError, CLIError, ModelError, CheckpointError, ExportError) as e:
+    except ScenetagError as e:
         if args.verbose:
             import traceback
 

@@ -1,0 +1,86 @@
+"""Decoding image files and uploads into RGB, with clear errors and a pixel bound."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from struct import error as struct_error
+from typing import Iterable
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ..errors import DataError
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+# Pillow's default bomb limit (~89 Mpx) warns; we refuse above it instead.
+DEFAULT_MAX_PIXELS = 89_478_485
+
+
+def open_image(path: Path | str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode an image file fully as RGB with EXIF orientation applied.
+
+    Raises :class:`DataError` naming the file for anything that is not a
+    readable image (empty, truncated, text, too large).
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read file ({e.strerror or e})") from None
+    return decode_image(data, str(path), max_pixels)
+
+
+def decode_image(data: bytes, name: str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode image bytes (from a file or an upload called ``name``) as RGB, EXIF applied."""
+
+    if len(data) == 0:
+        raise DataError(f"{name}: empty file (0 bytes), not an image")
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            w, h = im.size
+            if max_pixels is not None and w * h > max_pixels:
+                raise DataError(
+                    f"{name}: image is {w}x{h} = {w * h:,} pixels, over the limit of "
+                    f"{max_pixels:,} (possible decompression bomb; raise max_pixels to allow it)"
+                )
+            im = ImageOps.exif_transpose(im)
+            return to_rgb(im)
+    except DataError:
+        raise
+    except UnidentifiedImageError:
+        raise DataError(f"{name}: not a valid image (unrecognised format)") from None
+    except Image.DecompressionBombError as e:
+        raise DataError(f"{name}: refused as a decompression bomb ({e})") from None
+    except (OSError, SyntaxError, ValueError, EOFError, struct_error) as e:
+        raise DataError(f"{name}: not a valid image (corrupt or truncated: {e})") from None
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """Convert any mode (L, LA, P, RGBA, CMYK, I;16, ...) to 8-bit RGB, forcing a full decode."""
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        # Composite on white: transparent pixels have arbitrary colour underneath.
+        im = im.convert("RGBA")
+        bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        return Image.alpha_composite(bg, im).convert("RGB")
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(im, dtype=np.float64)
+        hi = arr.max() if arr.size else 1.0
+        arr = (arr / (hi if hi > 255 else 255.0) * 255.0).clip(0, 255).astype(np.uint8)
+        return Image.fromarray(arr, "L").convert("RGB")
+    if im.mode != "RGB":
+        return im.convert("RGB")
+    im.load()
+    return im.copy()
+
+
+
+
+def check_images(paths: Iterable[Path | str], max_pixels: int | None = DEFAULT_MAX_PIXELS) -> list[str]:
+    """Decode every image; return one error message per bad file (empty list when all good)."""
+    errors = []
+    for p in paths:
+        try:
+            open_image(p, max_pixels=max_pixels)
+        except DataError as e:
+            errors.append(str(e))
+    return errors

@@ -1,0 +1,87 @@
+"""Preprocessing and the fixed set of augmented views that training caches.
+
+A frozen backbone's output for a view never changes, so instead of random
+augmentation every epoch we compute a small, fixed list of views per image once
+(original, flip, a few mild random-resized crops with light colour jitter) and
+sample one per image per epoch. More views = more augmentation diversity and a
+proportionally longer caching pass. No vertical flips: the sky is up.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import v2 as T
+from torchvision.transforms.v2 import functional as F
+
+from .preprocessing import VIEW_KINDS, Preprocessing
+
+_INTERP = {
+    "bicubic": InterpolationMode.BICUBIC,
+    "bilinear": InterpolationMode.BILINEAR,
+    "nearest": InterpolationMode.NEAREST,
+}
+
+
+def resize_image(img: Image.Image, pp: Preprocessing) -> Image.Image:
+    """Deterministic eval geometry: the ``orig`` view before normalisation."""
+    interp = _INTERP[pp.interpolation]
+    if pp.resize == "squash":
+        return F.resize(img, [pp.size, pp.size], interpolation=interp, antialias=True)
+    short = int(round(pp.size / pp.crop_pct))
+    return F.center_crop(F.resize(img, short, interpolation=interp, antialias=True), [pp.size, pp.size])
+
+
+def to_tensor(img: Image.Image, pp: Preprocessing) -> torch.Tensor:
+    """uint8 PIL image (already size x size) -> normalised float CHW tensor."""
+    x = F.to_dtype(F.pil_to_tensor(img), torch.float32, scale=True)
+    return F.normalize(x, list(pp.mean), list(pp.std))
+
+
+def eval_tensor(img: Image.Image, pp: Preprocessing) -> torch.Tensor:
+    """The exact tensor prediction uses for one RGB image."""
+    return to_tensor(resize_image(img, pp), pp)
+
+
+def _crop_transform(pp: Preprocessing) -> T.Compose:
+    return T.Compose(
+        [
+            # Mild scale: scenes lose their meaning when cropped to a detail.
+            T.RandomResizedCrop(pp.size, scale=(0.5, 1.0), ratio=(0.75, 1.333), interpolation=_INTERP[pp.interpolation], antialias=True),
+            T.ColorJitter(brightness=0.15, contrast=0.15, saturation=0.1),
+        ]
+    )
+
+
+def make_views(img: Image.Image, kinds: list[str], pp: Preprocessing, seed: int) -> torch.Tensor:
+    """All views of one decoded image as a (len(kinds), 3, size, size) float tensor.
+
+    Random views are reproducible: the RNG is seeded from ``seed`` (per image).
+    """
+    base = resize_image(img, pp)
+    crop = _crop_transform(pp)
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        out = []
+        for kind in kinds:
+            if kind == "orig":
+                v = base
+            elif kind == "flip":
+                v = F.horizontal_flip(base)
+            elif kind == "crop":
+                v = crop(img)
+            elif kind == "crop_flip":
+                v = F.horizontal_flip(crop(img))
+            else:
+                raise ValueError(f"unknown view kind {kind!r}; choose from {VIEW_KINDS}")
+            out.append(to_tensor(v, pp))
+    finally:
+        torch.random.set_rng_state(gen_state)
+    return torch.stack(out)
+
+
+def image_seed(base_seed: int, index: int) -> int:
+    """A per-image seed that does not depend on batch composition."""
+    return int(np.random.SeedSequence([base_seed, index]).generate_state(1)[0])

@@ -1,0 +1,47 @@
+"""Writing predictions: the one CSV (and JSON) format every command uses for per-image results."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from ..io import atomic_write_text
+
+OUTPUT_FORMATS = ("csv", "json")
+
+
+@dataclass
+class Prediction:
+    """One image's result: labels above their thresholds and every probability (or why it was skipped)."""
+
+    path: str
+    labels: list[str] = field(default_factory=list)
+    probabilities: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def prediction_rows(results: Sequence[Prediction], classes: Sequence[str], true_labels: Sequence[Sequence[str]] | None = None) -> list[list]:
+    """Header + one row per image: ``path, [true,] labels, p_<class>..., error`` (``true`` only when known)."""
+    header = ["path"] + (["true"] if true_labels is not None else []) + ["labels"] + [f"p_{c}" for c in classes] + ["error"]
+    rows: list[list] = [header]
+    for i, r in enumerate(results):
+        true = [" ".join(true_labels[i])] if true_labels is not None else []
+        probs = [f"{r.probabilities[c]:.6f}" if c in r.probabilities else "" for c in classes]
+        rows.append([r.path] + true + [" ".join(r.labels)] + probs + [r.error or ""])
+    return rows
+
+
+def write_predictions(results: Sequence[Prediction], classes: Sequence[str], path: Path | str, fmt: str = "csv", true_labels: Sequence[Sequence[str]] | None = None) -> Path:
+    """CSV (see :func:`prediction_rows`) or JSON (one object per image), written atomically."""
+    if fmt == "json":
+        items = [r.to_dict() | ({"true": list(true_labels[i])} if true_labels is not None else {}) for i, r in enumerate(results)]
+        return atomic_write_text(path, json.dumps(items, indent=1) + "\n")
+    buf = io.StringIO()
+    csv.writer(buf).writerows(prediction_rows(results, classes, true_labels))
+    return atomic_write_text(path, buf.getvalue())

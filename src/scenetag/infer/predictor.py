@@ -1,0 +1,194 @@
+"""Prediction on new images from a checkpoint alone: ``Predictor(ckpt).predict(images)``."""
+from __future__ import annotations
+
+import glob
+import itertools
+import logging
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from ..data.images import DEFAULT_MAX_PIXELS, IMAGE_EXTS, open_image, to_rgb
+from ..data.preprocessing import Preprocessing
+from ..data.transforms import eval_tensor
+from ..errors import DataError
+from ..metrics import apply_temperatures, apply_thresholds
+from ..model_meta import meta_tta
+from .onnx import INPUT
+from .outputs import Prediction
+
+log = logging.getLogger(__name__)
+
+
+def expand_paths(items: Sequence[str | Path]) -> list[Path]:
+    """Image files from files, folders (recursive) and glob patterns, in a stable order.
+
+    A path that does not exist is kept so it is reported as an error, not silently dropped.
+    """
+    out: list[Path] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            out += sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in IMAGE_EXTS)
+        elif any(ch in str(item) for ch in "*?["):
+            out += sorted(Path(g) for g in glob.glob(str(item), recursive=True) if Path(g).is_file())
+        else:
+            out.append(p)
+    return out
+
+
+class _Decoded(torch.utils.data.Dataset):
+    def __init__(self, items: Sequence[str | Path | Image.Image], pp: Preprocessing, max_pixels: int | None):
+        self.items, self.pp, self.max_pixels = items, pp, max_pixels
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        item = self.items[i]
+        if isinstance(item, tuple):  # (name, image) from the service
+            item = item[1]
+        try:
+            img = to_rgb(item) if isinstance(item, Image.Image) else open_image(item, self.max_pixels)
+            return i, eval_tensor(img, self.pp), None
+        except DataError as e:
+            return i, None, str(e)
+
+
+def _prefetched(decoder: "_Decoded", batch_size: int, workers: int):
+    """Yield decoded batches in order while the next ones decode in background threads.
+
+    Pillow and torch release the GIL while decoding and resizing, so threads
+    overlap decoding with inference without a process's start-up and copying.
+    """
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    starts = iter(range(0, len(decoder), batch_size))
+    decode = lambda s: [decoder[i] for i in range(s, min(s + batch_size, len(decoder)))]  # noqa: E731
+    if workers <= 0:
+        for s in starts:
+            yield decode(s)
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        pending = deque(pool.submit(decode, s) for s in itertools.islice(starts, workers + 1))
+        while pending:
+            batch = pending.popleft().result()
+            nxt = next(starts, None)
+            if nxt is not None:
+                pending.append(pool.submit(decode, nxt))
+            yield batch
+
+
+class Predictor:
+    """Loads a checkpoint (``.pt``) or an exported ``.onnx`` model and tags images.
+
+    Preprocessing, thresholds and class names come from the model file itself.
+    """
+
+    def __init__(self, model_path: str | Path, batch_size: int = 32, tta: bool | None = None, fallback: bool | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS, num_workers: int = 2):
+        self.path = Path(model_path)
+        self.batch_size = batch_size
+        self.max_pixels = max_pixels
+        self.num_workers = num_workers
+        if self.path.suffix == ".onnx":
+            from .onnx import load_onnx
+
+            self._session, meta = load_onnx(self.path)
+            self._setup(None, meta, tta, fallback)
+        else:
+            from ..checkpoint import load_model
+
+            self._session = None
+            self._setup(*load_model(self.path), tta, fallback)
+
+    @classmethod
+    def from_model(cls, model: torch.nn.Module, meta: dict, batch_size: int = 32, tta: bool | None = None, fallback: bool | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS, num_workers: int = 2) -> "Predictor":
+        """A predictor for a model in memory (``meta`` as a checkpoint stores it), e.g. before it is saved."""
+        self = cls.__new__(cls)
+        self.path = Path("<memory>")
+        self.batch_size, self.max_pixels, self.num_workers = batch_size, max_pixels, num_workers
+        self._session = None
+        self._setup(model.eval(), meta, tta, fallback)
+        return self
+
+    def _setup(self, model: torch.nn.Module | None, meta: dict, tta: bool | None, fallback: bool | None) -> None:
+        self.meta = meta
+        self._model = model.to(memory_format=torch.channels_last) if model is not None else None
+        self.classes: list[str] = list(meta["classes"])
+        self.thresholds = np.asarray(meta["thresholds"], dtype=np.float64)
+        temps = meta.get("temperatures")
+        self.temperatures = np.asarray(temps, dtype=np.float64) if temps else None
+        self.pp = Preprocessing.from_dict(meta["preprocessing"])
+        self.tta = meta_tta(meta) if tta is None else tta
+        self.fallback = meta.get("fallback", True) if fallback is None else fallback
+
+    def probabilities(self, x: torch.Tensor) -> np.ndarray:
+        """Sigmoid outputs for a preprocessed batch (averaged with the flipped batch when TTA is on)."""
+        views = [x, x.flip(-1)] if self.tta else [x]
+        total = np.zeros((len(x), len(self.classes)), dtype=np.float64)
+        for v in views:
+            if self._session is not None:
+                total += self._session.run(None, {INPUT: v.numpy()})[0]
+            else:
+                with torch.inference_mode():
+                    total += torch.sigmoid(self._model(v.contiguous(memory_format=torch.channels_last))).double().numpy()
+        return apply_temperatures(total / len(views), self.temperatures)
+
+    def predict(self, images: Iterable[str | Path | Image.Image | tuple[str, Image.Image]], progress: bool = False) -> list[Prediction]:
+        """Predictions in input order; unreadable files get ``error`` set instead of raising.
+
+        Items are paths, PIL images, or ``(name, PIL image)`` pairs.
+        """
+        items = list(images)
+        results = [Prediction(path=_item_name(it, i)) for i, it in enumerate(items)]
+        decoder = _Decoded(items, self.pp, self.max_pixels)
+        bar = tqdm(total=len(items), desc="predicting", unit="img", disable=not progress or len(items) <= 8)
+        for batch in _prefetched(decoder, self.batch_size, self.num_workers):
+            good = [(i, t) for i, t, e in batch if e is None]
+            for i, _, e in batch:
+                if e is not None:
+                    results[i].error = e
+                    log.warning("skipped: %s", e)
+            if good:
+                probs = self.probabilities(torch.stack([t for _, t in good]))
+                preds = apply_thresholds(probs, self.thresholds, self.fallback)
+                for (i, _), pr, pd in zip(good, probs, preds):
+                    results[i].probabilities = {c: round(float(v), 6) for c, v in zip(self.classes, pr)}
+                    results[i].labels = [c for c, v in zip(self.classes, pd) if v]
+            bar.update(len(batch))
+        bar.close()
+        return results
+
+    def dataset_probabilities(self, ds, progress: bool = False) -> np.ndarray:
+        """(images, classes) probabilities of a labelled data set in its order; other classes or an unreadable image is a DataError."""
+        if list(ds.classes) != self.classes:
+            raise DataError(f"data classes {list(ds.classes)} differ from the model's {self.classes}")
+        results = self.predict(ds.paths, progress=progress)
+        bad = [r.error for r in results if r.error]
+        if bad:
+            raise DataError(f"{len(bad)} image(s) could not be read, e.g. {bad[0]}")
+        return np.array([[r.probabilities[c] for c in self.classes] for r in results])
+
+
+def _item_name(item, i: int) -> str:
+    if isinstance(item, tuple):
+        return str(item[0])
+    if isinstance(item, Image.Image):
+        return str(getattr(item, "filename", "") or f"<image {i}>")
+    return str(item)
+
+
+def shard(paths: Sequence[Path], spec: str) -> list[Path]:
+    """``I/N`` (1-based): every N-th path starting at I, so N copies cover the list once."""
+    try:
+        i, n = (int(v) for v in spec.split("/"))
+    except ValueError:
+        raise DataError(f"--shard must look like I/N (e.g. 2/8), got {spec!r}") from None
+    if not 1 <= i <= n:
+        raise DataError(f"--shard {spec}: need 1 <= I <= N")
+    return list(paths[i - 1 :: n])

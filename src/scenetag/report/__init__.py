@@ -1,0 +1,1 @@
+"""Reports: figures (matplotlib, headless) and the one HTML page builder (Jinja2)."""

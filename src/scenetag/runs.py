@@ -1,0 +1,116 @@
+"""The run folder: every file name a run writes or reads is defined here, once.
+
+A run folder (``scenetag train --out RUN``) holds the config, the split, the
+checkpoints, the per-epoch metrics and the reports; a cross-validation folder
+holds one run folder per fold plus ``cv.json``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Paths inside one run folder."""
+
+    path: Path
+
+    def __init__(self, path: Path | str):
+        object.__setattr__(self, "path", Path(path))
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    # what the run was
+    @property
+    def config(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def versions(self) -> Path:
+        return self.path / "versions.json"
+
+    @property
+    def seed(self) -> Path:
+        return self.path / "seed"
+
+    @property
+    def split(self) -> Path:
+        return self.path / "split.json"
+
+    # what it produced
+    @property
+    def best(self) -> Path:
+        """The selected (evaluated) model, with tuned thresholds once the run is finished."""
+        return self.path / "best.pt"
+
+    @property
+    def last(self) -> Path:
+        """Weights and training state after the latest epoch: what ``--resume`` continues."""
+        return self.path / "last.pt"
+
+    @property
+    def result(self) -> Path:
+        """Written last: a run with this file is finished."""
+        return self.path / "result.json"
+
+    @property
+    def metrics_csv(self) -> Path:
+        return self.path / "metrics.csv"
+
+    @property
+    def metrics_json(self) -> Path:
+        return self.path / "metrics.json"
+
+    @property
+    def curves(self) -> Path:
+        return self.path / "curves.png"
+
+    @property
+    def test_predictions(self) -> Path:
+        return self.path / "test_predictions.csv"
+
+    @property
+    def cache(self) -> Path:
+        return self.path / "cache"
+
+    @property
+    def explore(self) -> Path:
+        return self.path / "explore"
+
+    @property
+    def evaluation(self) -> Path:
+        return self.path / "evaluation"
+
+    def lr_find_plot(self, phase_index: int, phase_name: str) -> Path:
+        """``phase_index`` counts from 0; the file names count phases from 1."""
+        return self.path / f"lr_find_{phase_index + 1}_{phase_name}.png"
+
+    def lr_find_data(self, phase_index: int, phase_name: str) -> Path:
+        return self.path / f"lr_find_{phase_index + 1}_{phase_name}.json"
+
+    # cross-validation folders
+    def fold(self, index: int) -> "RunDir":
+        """Fold ``index`` (from 0) of a cross-validation folder: ``fold1`` ... ``foldK``."""
+        return RunDir(self.path / f"fold{index + 1}")
+
+    @property
+    def cv_summary(self) -> Path:
+        return self.path / "cv.json"
+
+    @property
+    def ensemble(self) -> Path:
+        return self.path / "ensemble.pt"
+
+    def is_finished(self) -> bool:
+        return self.result.is_file()
+
+    def is_started(self) -> bool:
+        return self.last.is_file()

@@ -1,0 +1,64 @@
+"""Batches from the activation cache (one cached view per image per epoch), mixup, device helpers."""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from ..models.net import MultiLabelNet
+from .cache import ActivationCache
+
+
+def epoch_batches(cache: ActivationCache, tap: int, rows: np.ndarray, y: np.ndarray, batch_size: int, rng: np.random.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One epoch: every training image once, each with one of its cached views at random."""
+    order = rng.permutation(len(rows))
+    views = rng.integers(0, len(cache.kinds), size=len(rows))
+    for s in range(0, len(order), batch_size):
+        b = order[s : s + batch_size]
+        if len(b) < 2:  # BatchNorm cannot train on a batch of one
+            continue
+        yield cache.get(tap, rows[b], views[b]), torch.from_numpy(y[b]).float()
+
+
+def endless_batches(cache: ActivationCache, tap: int, rows: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    rng = np.random.default_rng(seed)
+    while True:
+        yield from epoch_batches(cache, tap, rows, y, batch_size, rng)
+
+
+def to_device(x: torch.Tensor, device: str) -> torch.Tensor:
+    """Move a batch, feature maps in channels_last (what the model's convolutions expect)."""
+    x = x.to(device)
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+
+
+def autocast_ctx(amp: str, device: str):
+    """Mixed precision on GPU (``bf16``/``fp16``); full precision on CPU, where it does not pay here."""
+    if not amp or device == "cpu":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+def mixup(x: torch.Tensor, y: torch.Tensor, alpha: float, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mixup on cached activations (manifold mixup): blend pairs of inputs and their label vectors."""
+    lam = float(rng.beta(alpha, alpha))
+    lam = max(lam, 1 - lam)  # keep the first sample dominant
+    perm = torch.from_numpy(rng.permutation(len(x)))
+    return lam * x + (1 - lam) * x[perm], lam * y + (1 - lam) * y[perm]
+
+
+@torch.no_grad()
+def predict_cached(model: MultiLabelNet, cache: ActivationCache, tap: int, rows: np.ndarray, batch_size: int = 128, device: str = "cpu") -> np.ndarray:
+    """Probabilities averaged over the cached views (test-time augmentation), shape (n, classes)."""
+    was = model.training
+    model.eval()
+    probs = np.zeros((len(rows), model.n_classes), dtype=np.float64)
+    for v in range(len(cache.kinds)):
+        for s in range(0, len(rows), batch_size):
+            x = to_device(cache.get(tap, rows[s : s + batch_size], v), device)
+            probs[s : s + batch_size] += torch.sigmoid(model.forward_from(tap, x)).double().cpu().numpy()
+    model.train(was)
+    return probs / len(cache.kinds)
+

@@ -1,0 +1,58 @@
+"""Stratified K-fold cross-validation of the recipe: every metric as mean and std over folds."""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import Config
+from ..data.layouts import load_dataset
+from ..data.splits import kfold_splits
+from ..io import atomic_write_json
+from ..metrics import METRIC_KEYS
+from ..runs import RunDir
+from .recipe import train
+
+log = logging.getLogger(__name__)
+
+
+def summarise_folds(k: int, per_fold: list[dict[str, Any]]) -> dict[str, Any]:
+    """``cv.json``: each fold's test metrics, their mean and (population) std, and the training times."""
+    tests = [r["metrics"]["test"] for r in per_fold]
+    return {
+        "k": k,
+        "folds": [{key: t[key] for key in METRIC_KEYS} for t in tests],
+        "mean": {key: float(np.mean([t[key] for t in tests])) for key in METRIC_KEYS},
+        "std": {key: float(np.std([t[key] for t in tests])) for key in METRIC_KEYS},
+        "seconds": [r.get("train_seconds") for r in per_fold],
+    }
+
+
+def cross_validate(cfg: Config, out: Path | str, k: int = 5, progress: bool = True) -> dict[str, Any]:
+    """Each fold trains on K-1 parts (val carved out of them) and tests on the rest.
+
+    All folds share one activation cache of every image. A fold already finished is reused.
+    """
+    out = RunDir(out)
+    ds = load_dataset(cfg.data.path, cfg.data.labels, cfg.data.format)
+    cfg = copy.deepcopy(cfg)
+    if not cfg.train.cache_dir:
+        cfg.train.cache_dir = str(out.cache)
+    per_fold = []
+    for i, split in enumerate(kfold_splits(ds.labels, k, cfg.train.seed, cfg.data.val, cfg.data.test)):
+        fold = out.fold(i)
+        if fold.is_finished():
+            per_fold.append(json.loads(fold.result.read_text()))
+            continue
+        if fold.is_started():
+            shutil.rmtree(fold.path)  # an interrupted fold starts again (its cache, shared, is kept)
+        log.info("fold %d/%d: %d train, %d val, %d test", i + 1, k, len(split.train), len(split.val), len(split.test))
+        per_fold.append(train(cfg, fold.path, progress=progress, split=split, cache_all_images=True))
+    summary = summarise_folds(k, per_fold)
+    atomic_write_json(out.cv_summary, summary)
+    return summary

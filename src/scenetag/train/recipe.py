@@ -1,0 +1,145 @@
+"""The training recipe (head, then progressive unfreezing; LR finder, one-cycle, discriminative LRs)
+run on cached activations, so it takes minutes on a CPU.
+
+Phase ``i`` trains ``pieces[k_i:]`` + head, where ``k_i`` is chosen so those pieces
+hold about ``phase.unfreeze`` of the backbone's parameters. The frozen part's
+output for every (image, view) is computed once (see :mod:`scenetag.train.cache`).
+A run is: prepare -> write the run files -> each phase -> curves -> finalize -> result.json.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from torch import nn
+
+from ..checkpoint import read_checkpoint
+from ..config import Config, config_to_yaml, load_config
+from ..data.splits import Split
+from ..errors import CheckpointError, ConfigError
+from ..io import atomic_write_json, atomic_write_text
+from ..report.figures import plot_training_curves
+from ..runs import RunDir
+from .finalize import finalize
+from .loop import EpochCallback, find_lr, run_phase
+from .losses import make_loss
+from .saver import CheckpointSaver
+from .setup import TrainingSetup, phase_boundaries, prepare, versions
+from .state import TrainState
+
+log = logging.getLogger(__name__)
+
+
+def write_run_files(cfg: Config, run: RunDir, split: Split) -> None:
+    """What the run is, written before training: config, versions, seed, split."""
+    run.path.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run.config, config_to_yaml(cfg))
+    atomic_write_json(run.versions, versions() | {"seed": cfg.train.seed})
+    atomic_write_text(run.seed, f"{cfg.train.seed}\n")
+    atomic_write_json(run.split, split.as_dict())
+
+
+def cache_dir_of(cfg: Config, run: RunDir) -> Path:
+    """``train.cache_dir`` when set (shared between runs; keys keep caches apart), else the run's own."""
+    return Path(cfg.train.cache_dir) if cfg.train.cache_dir else run.cache
+
+
+def load_resume(run: RunDir) -> tuple[Config, TrainState, Split]:
+    """Config, training state and split of an interrupted run."""
+    if not run.last.is_file():
+        raise ConfigError(f"{run}: nothing to resume (no last.pt)")
+    cfg = load_config(run.config)
+    payload = read_checkpoint(run.last)
+    if "train_state" not in payload:
+        raise CheckpointError(f"{run.last}: holds no training state, so the run cannot be resumed")
+    state = TrainState.from_state_dict(payload["train_state"], str(run.last))
+    split = Split.read(run.split)
+    log.info("resuming %s at phase %d epoch %d", run, state.phase + 1, state.epoch)
+    return cfg, state, split
+
+
+def start_or_resume(cfg: Config | None, run: RunDir, resume: bool, split: Split | None) -> tuple[Config, TrainState, Split | None]:
+    if resume:
+        return load_resume(run)
+    if run.is_started():
+        raise ConfigError(f"{run} already holds a run (last.pt); use --resume {run} or another --out")
+    return cfg, TrainState(), split
+
+
+def run_phases(setup: TrainingSetup, run: RunDir, state: TrainState, progress: bool, callbacks: Sequence[EpochCallback]) -> None:
+    """Every phase not finished yet, in order."""
+    loss_fn = make_loss(setup.cfg, setup.labels("train")).to(setup.device)
+    saver = CheckpointSaver(run, writes=setup.dist.is_main)
+    for phase_index, boundary in enumerate(phase_boundaries(setup.model, setup.cfg)):
+        if state.phase_done(phase_index, setup.cfg.train.phases[phase_index].epochs):
+            continue
+        if phase_index > state.phase:
+            state.phase, state.epoch = phase_index, 0
+        run_phase(setup, phase_index, boundary, run, state, loss_fn, saver, progress, callbacks)
+
+
+def train(cfg: Config | None, run_dir: Path | str, resume: bool = False, progress: bool = True, split: Split | None = None, cache_all_images: bool = False, callbacks: Sequence[EpochCallback] = ()) -> dict[str, Any]:
+    """Run the configured recipe into ``run_dir``; returns the final test (or val) metrics.
+
+    ``split`` overrides the seeded train/val/test split (cross-validation folds);
+    ``cache_all_images`` caches every image so folds share one cache.
+    """
+    run = RunDir(run_dir)
+    cfg, state, split = start_or_resume(cfg, run, resume, split)
+    t_start = time.time()
+    setup = prepare(cfg, cache_dir_of(cfg, run), progress, split=split, cache_all_images=cache_all_images)
+    if resume:
+        setup.model.load_state_dict(read_checkpoint(run.last)["state_dict"])
+    elif setup.dist.is_main:
+        write_run_files(cfg, run, setup.split)
+    run_phases(setup, run, state, progress, callbacks)
+    if state.history and setup.dist.is_main:
+        plot_training_curves(state.history, run.curves)
+    result = finalize(setup, run) | {"train_seconds": round(time.time() - t_start, 1)}
+    if setup.dist.enabled:
+        log.info("rank %d/%d final weights sha %s", setup.dist.rank, setup.dist.world, weights_digest(setup.model))
+    if setup.dist.is_main:
+        atomic_write_json(run.result, result)
+    return result
+
+
+def weights_digest(model: nn.Module) -> str:
+    """Hash of every parameter and buffer, to compare models across processes."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def lr_find_only(cfg: Config, run_dir: Path | str, phase: int = 1, progress: bool = True) -> dict[str, Any]:
+    """``scenetag lr-find``: the finder of one phase on its cached activations; returns the suggestion."""
+    run = RunDir(run_dir)
+    if not 1 <= phase <= len(cfg.train.phases):
+        raise ConfigError(f"--phase must be in 1..{len(cfg.train.phases)}")
+    one = copy.deepcopy(cfg)
+    one.train.phases = [cfg.train.phases[phase - 1]]
+    setup = prepare(one, cache_dir_of(one, run), progress)
+    boundary = phase_boundaries(setup.model, one)[0]
+    setup.model.freeze_until(boundary)
+    lr = find_lr(setup, 0, boundary, make_loss(one, setup.labels("train")).to(setup.device), run)
+    name = one.train.phases[0].name
+    return {"lr": lr, "plot": str(run.lr_find_plot(0, name)), "data": str(run.lr_find_data(0, name))}
+
+
+def train_or_resume(cfg: Config, run_dir: Path | str, progress: bool = True) -> dict[str, Any]:
+    """The main job: reuse a finished run with the same config, resume an interrupted one, else train."""
+    run = RunDir(run_dir)
+    if run.is_finished() and run.config.is_file() and load_config(run.config) == cfg:
+        log.info("%s already holds a finished run with this config; remove it to train again", run)
+        return json.loads(run.result.read_text()) | {"reused": True}
+    if run.is_started() and not run.is_finished():
+        return train(None, run, resume=True, progress=progress)
+    if run.is_finished():
+        raise ConfigError(f"{run} holds a finished run with another config; pass another --out or remove it")
+    return train(cfg, run, progress=progress)

@@ -1,0 +1,63 @@
+"""What a run writes after every epoch: best.pt when the selection score improves, last.pt with
+the training state (for --resume), and metrics.csv. Only rank 0 writes; every write is atomic.
+"""
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from ..checkpoint import save_checkpoint
+from ..io import atomic_write_text
+from ..runs import RunDir
+from .state import TrainState
+
+# Columns of metrics.csv, one row per epoch.
+EPOCH_FIELDS = ["phase", "epoch", "lr", "train_loss", "val_loss", "val_samples_f1", "val_micro_f1", "val_mAP", "seconds"]
+
+
+def write_metrics_csv(path, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=EPOCH_FIELDS)
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: r.get(k, "") for k in EPOCH_FIELDS})
+    atomic_write_text(path, buf.getvalue())
+
+
+def selection_score(val_metrics: dict[str, Any], select: str, epochs_done: int) -> float:
+    """Higher is better. Without a val part the latest epoch (counted across phases) wins."""
+    if not val_metrics:
+        return float(epochs_done)
+    if select == "loss":  # lower val BCE is better; thresholds are tuned afterwards anyway
+        return -val_metrics["bce_loss"]
+    return val_metrics["samples_f1"]
+
+
+class CheckpointSaver:
+    """Keeps best.pt, last.pt and metrics.csv of one run folder up to date."""
+
+    def __init__(self, run: RunDir, writes: bool):
+        self.run = run
+        self.writes = writes  # False on ranks other than 0
+
+    def save_epoch(self, model: nn.Module, meta: dict[str, Any], state: TrainState, score: float) -> bool:
+        """Record one finished epoch; returns whether it became the best."""
+        improved = score > state.best_score
+        if improved:
+            state.best_score = score
+            state.best_boundary = int(meta["boundary"])
+        if self.writes:
+            if improved:
+                save_checkpoint(self.run.best, model, meta)
+            save_checkpoint(self.run.last, model, meta, train_state=state.state_dict())
+            write_metrics_csv(self.run.metrics_csv, state.history)
+        return improved
+
+
+def untuned_thresholds(n_classes: int) -> np.ndarray:
+    """Thresholds of a checkpoint saved during training, before they are tuned on val."""
+    return np.full(n_classes, 0.5)
