@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import json
 import os
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
@@ -67,3 +69,23 @@ def test_cli_reports_bad_checkpoint(tmp_path, capsys):
     (tmp_path / "text.pt").write_text("garbage, a few more bytes than four\n")
     with pytest.raises(CheckpointError, match=r"text.pt: not a readable checkpoint \(not a PyTorch file: Unsupported operand"):
         load_model(tmp_path / "text.pt")
+
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+@pytest.mark.parametrize("name", ["legacy_v1_model", "legacy_v1_ensemble"])
+def test_checkpoints_written_before_the_package_split_still_load_and_predict_the_same(name):
+    """The fixtures were written by the code before the architecture change (see fixtures/README.md)."""
+    from scenetag.infer.predictor import Predictor
+    from scenetag.predict import Predictor as CompatPredictor
+
+    assert CompatPredictor is Predictor  # the documented import path still works
+    model, meta = load_model(FIXTURES / f"{name}.pt")
+    assert meta["classes"] == ["desert", "mountains", "sea", "sunset", "trees"]
+    want = json.loads((FIXTURES / f"{name}_probabilities.json").read_text())
+    got = Predictor(FIXTURES / f"{name}.pt", num_workers=0).predict(sorted(FIXTURES.glob("legacy_img*.jpg")))
+    for g, w in zip(got, want):
+        assert g.error is None
+        for c in meta["classes"]:
+            assert g.probabilities[c] == pytest.approx(w[c], abs=1e-5)

@@ -5,9 +5,8 @@ command or function that needs them is used.
 """
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-from .errors import DataError, ScenetagError  # noqa: E402
+from .errors import DataError, ScenetagError
+from .version import __version__
 
 __all__ = ["DataError", "MultiLabelDataset", "ScenetagError", "load_dataset", "__version__"]
 

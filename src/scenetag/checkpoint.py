@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from . import __version__
+from .version import __version__
 from .errors import CheckpointError
 from .io import atomic_path
 from .model_meta import FORMAT_VERSION

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import __version__
+from .version import __version__
 from .config import PRESETS
 from .data.layouts import DEFAULT_DATA, FORMATS
 from .errors import ScenetagError, UsageError

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any, Sequence
 
-from . import __version__
+from .version import __version__
 
 FORMAT_VERSION = 1
 # What a checkpoint says about the network it holds (an ensemble's members say it per member).

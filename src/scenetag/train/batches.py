@@ -7,6 +7,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from ..errors import TrainingError
 from ..models.net import MultiLabelNet
 from .cache import ActivationCache
 
@@ -23,9 +24,15 @@ def epoch_batches(cache: ActivationCache, tap: int, rows: np.ndarray, y: np.ndar
 
 
 def endless_batches(cache: ActivationCache, tap: int, rows: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Epoch after epoch (for the LR finder); an epoch with no batch of two images is an error, not an endless loop."""
     rng = np.random.default_rng(seed)
     while True:
-        yield from epoch_batches(cache, tap, rows, y, batch_size, rng)
+        n = 0
+        for batch in epoch_batches(cache, tap, rows, y, batch_size, rng):
+            n += 1
+            yield batch
+        if n == 0:
+            raise TrainingError(f"no training batch of at least 2 images ({len(rows)} training image(s), batch size {batch_size}); BatchNorm cannot train on one")
 
 
 def to_device(x: torch.Tensor, device: str) -> torch.Tensor:

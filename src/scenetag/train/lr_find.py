@@ -46,6 +46,43 @@ def valley(lrs: list[float], losses: list[float]) -> float:
     return float(lrs[max_start + int(sections) + int(sections / 2)])
 
 
+def _sweep(optimizer: torch.optim.Optimizer, batches: Iterator[tuple[torch.Tensor, torch.Tensor]], step_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], start_lr: float, end_lr: float, steps: int, diverge: float, beta: float) -> tuple[list[float], list[float]]:
+    """(LRs, smoothed losses) of an exponential sweep; stops at a non-finite or diverging loss."""
+    base = [g["lr"] for g in optimizer.param_groups]
+    ratios = [b / max(base) for b in base]
+    mult = (end_lr / start_lr) ** (1 / max(steps - 1, 1))
+    lrs: list[float] = []
+    losses: list[float] = []
+    avg, best = 0.0, math.inf
+    for step in range(steps):
+        x, y = next(batches)
+        lr = start_lr * mult**step
+        for g, r in zip(optimizer.param_groups, ratios):
+            g["lr"] = lr * r
+        optimizer.zero_grad(set_to_none=True)
+        loss = step_loss(x, y)
+        loss.backward()
+        optimizer.step()
+        raw = float(loss.detach())
+        if not math.isfinite(raw):
+            break
+        avg = beta * avg + (1 - beta) * raw
+        smoothed = avg / (1 - beta ** (step + 1))  # bias-corrected running mean
+        lrs.append(lr)
+        losses.append(smoothed)
+        best = min(best, smoothed)
+        if step > 5 and smoothed > diverge * best:
+            break
+    return lrs, losses
+
+
+def _result(lrs: list[float], losses: list[float]) -> LRFindResult:
+    grads = np.gradient(np.array(losses), np.log(np.array(lrs)))
+    skip = min(3, len(lrs) - 1)  # the first few points are noisy for the steepest-descent estimate
+    steepest = float(lrs[skip + int(np.argmin(grads[skip:]))])
+    return LRFindResult(lrs, losses, valley(lrs, losses), steepest, float(lrs[int(np.argmin(losses))]))
+
+
 def lr_find(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -68,32 +105,10 @@ def lr_find(
     model_state = copy.deepcopy(model.state_dict())
     opt_state = copy.deepcopy(optimizer.state_dict())
     base = [g["lr"] for g in optimizer.param_groups]
-    ratios = [b / max(base) for b in base]
     was_training = model.training
-    mult = (end_lr / start_lr) ** (1 / max(steps - 1, 1))
-    lrs, losses = [], []
-    avg, best = 0.0, math.inf
     model.train()
     try:
-        for step in range(steps):
-            x, y = next(batches)
-            lr = start_lr * mult**step
-            for g, r in zip(optimizer.param_groups, ratios):
-                g["lr"] = lr * r
-            optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(forward(x), y)
-            loss.backward()
-            optimizer.step()
-            raw = float(loss.detach())
-            if not math.isfinite(raw):
-                break
-            avg = beta * avg + (1 - beta) * raw
-            smoothed = avg / (1 - beta ** (step + 1))
-            lrs.append(lr)
-            losses.append(smoothed)
-            best = min(best, smoothed)
-            if step > 5 and smoothed > diverge * best:
-                break
+        lrs, losses = _sweep(optimizer, batches, lambda x, y: loss_fn(forward(x), y), start_lr, end_lr, steps, diverge, beta)
     finally:
         model.load_state_dict(model_state)
         optimizer.load_state_dict(opt_state)
@@ -102,11 +117,6 @@ def lr_find(
         model.train(was_training)
     if len(lrs) < 5:
         raise TrainingError(f"LR finder: the loss was not finite after {len(lrs)} step(s) from LR {start_lr:g}; lower the start LR or check the data")
-    grads = np.gradient(np.array(losses), np.log(np.array(lrs)))
-    # Skip the first few noisy points for the steepest-descent estimate.
-    skip = min(3, len(lrs) - 1)
-    steepest = float(lrs[skip + int(np.argmin(grads[skip:]))])
-    min_loss_lr = float(lrs[int(np.argmin(losses))])
-    result = LRFindResult(lrs, losses, valley(lrs, losses), steepest, min_loss_lr)
-    log.info("LR finder: valley %.2e, steepest %.2e, min loss at %.2e", result.suggestion, steepest, min_loss_lr)
+    result = _result(lrs, losses)
+    log.info("LR finder: valley %.2e, steepest %.2e, min loss at %.2e", result.suggestion, result.steepest, result.min_loss_lr)
     return result

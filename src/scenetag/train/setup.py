@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import __version__
+from ..version import __version__
 from ..config import Config
 from ..data.dataset import MultiLabelDataset
 from ..data.layouts import load_dataset

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from ..data.dataset import MultiLabelDataset, label_stats
-from ..data.images import open_image
+from ..data.images import DEFAULT_MAX_PIXELS, open_image
 from ..errors import DataError
 from ..io import atomic_write_json
 from ..report.html import Section, figure, paragraph, preformatted, table, write_page
@@ -233,7 +233,7 @@ def write_report(out: Path, summary: dict, figures: Sequence[tuple[str, str, Pat
 # --------------------------------------------------------------------------- entry point
 
 
-def _sample_grid(ds: MultiLabelDataset, out: Path, per_class: int, seed: int) -> Path | None:
+def _sample_grid(ds: MultiLabelDataset, out: Path, per_class: int, seed: int, max_pixels: int | None) -> Path | None:
     """``samples.png``: one row per class of ``per_class`` images that decode, captioned with all labels.
 
     At most :data:`MAX_SAMPLES` thumbnails: with many classes fewer per class
@@ -248,7 +248,7 @@ def _sample_grid(ds: MultiLabelDataset, out: Path, per_class: int, seed: int) ->
 
     def usable(i: int) -> bool:
         try:
-            im = open_image(ds.paths[i])
+            im = open_image(ds.paths[i], max_pixels)
         except DataError as e:  # a bad file must not sink the report; --check lists them
             log.warning("sample grid: skipping %s", e)
             return False
@@ -276,7 +276,7 @@ def _sample_grid(ds: MultiLabelDataset, out: Path, per_class: int, seed: int) ->
     return plot_image_grid(images, captions, out / "samples.png", ncols=8, title=title, thumb=THUMB)
 
 
-def explore(ds: MultiLabelDataset, out: Path, samples_per_class: int = 4, seed: int = 0) -> dict:
+def explore(ds: MultiLabelDataset, out: Path, samples_per_class: int = 4, seed: int = 0, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> dict:
     """Write the exploration PNGs, ``summary.json`` and ``report.html`` into ``out``; return the summary.
 
     ``samples_per_class`` images per class (chosen with ``seed``) go into the
@@ -302,7 +302,7 @@ def explore(ds: MultiLabelDataset, out: Path, samples_per_class: int = 4, seed: 
         "cooccurrence.png": plot_heatmap(counts, classes, "Co-occurrence (images with both labels)", out / "cooccurrence.png", fmt="d", cmap="Blues"),
         "conditional.png": plot_heatmap(cond, classes, "P(B | A): share of row-A images that also have B", out / "conditional.png", cmap="Blues", vmin=0, vmax=1, xlabel="B (also has)", ylabel="A (given)"),
         "image_sizes.png": plot_image_sizes(sizes[(sizes > 0).all(1)], out / "image_sizes.png"),
-        "samples.png": _sample_grid(ds, out, samples_per_class, seed) if samples_per_class > 0 else None,
+        "samples.png": _sample_grid(ds, out, samples_per_class, seed, max_pixels) if samples_per_class > 0 else None,
     }
     figures = [(heading, caption, paths[name]) for name, heading, caption in FIGURES if paths.get(name) is not None]
     summary["files"] = [p.name for _, _, p in figures] + ["summary.json", "report.html"]

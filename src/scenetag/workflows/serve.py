@@ -19,7 +19,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from starlette.concurrency import run_in_threadpool
 
-from .. import __version__
+from ..version import __version__
 from ..data.images import DEFAULT_MAX_PIXELS, decode_image
 from ..errors import DataError
 from ..infer.predictor import Predictor
