@@ -2,7 +2,9 @@
 
 Both runs train the same schedule (``--epochs`` per phase, fixed LRs, no LR
 finder) on the same images and views; "uncached" recomputes the frozen part of
-the network for every batch, as the reference does. The first epoch of a phase
+the network for every batch (decode, draw the view, frozen forward without grad, then the
+trainable part: what a plain PyTorch or fastai loop does), with the same boundaries, views
+and trainable parameters (train.cache=false). The first epoch of a phase
 pays one-off warm-up (allocator, oneDNN kernels), so the figures are the mean
 of the later epochs (steady state); the first epoch is printed too. Usage:
 

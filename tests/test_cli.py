@@ -60,3 +60,101 @@ def test_run_command_explores_trains_evaluates_then_reuses(synth_dir, tmp_path, 
         assert (tmp_path / "r" / f).is_file(), f
     assert main(args) == 0
     assert "already holds a finished run" in capsys.readouterr().out
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("error: ")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_evaluate_without_images_is_a_usage_error(trained_run, tmp_path, capsys):
+    _, run, _ = trained_run
+    assert main(["evaluate", "--model", str(run / "best.pt"), "--out", str(tmp_path / "e")]) == 2
+    assert "--data" in _one_line_error(capsys) and not (tmp_path / "e").exists()
+
+
+def test_cuda_requested_without_cuda_is_one_line(synth_dir, tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    assert main(["train", "--data", str(synth_dir), "--out", str(tmp_path / "r"), "--device", "cuda", "-q"]) == 2
+    assert "CUDA is not available" in _one_line_error(capsys) and not (tmp_path / "r").exists()
+
+
+def test_serve_fails_before_announcing(trained_run, tmp_path, capsys):
+    import socket
+
+    _, run, _ = trained_run
+    (tmp_path / "junk.pt").write_bytes(b"")
+    assert main(["serve", "--model", str(tmp_path / "junk.pt"), "--port", "0"]) == 2
+    assert "junk.pt" in _one_line_error(capsys) and "serving" not in capsys.readouterr().out
+    busy = socket.create_server(("127.0.0.1", 0))
+    try:
+        assert main(["serve", "--model", str(run / "best.pt"), "--port", str(busy.getsockname()[1])]) == 2
+        line = _one_line_error(capsys)
+    finally:
+        busy.close()
+    assert "cannot listen on 127.0.0.1" in line
+
+
+def test_resume_refuses_options_that_change_the_run(trained_run, tmp_path, capsys):
+    import shutil
+
+    _, run, _ = trained_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    assert main(["train", "--resume", str(copy), "--set", "train.seed=5", "--set", "train.phases.1.epochs=9", "-q"]) == 2
+    line = _one_line_error(capsys)
+    assert "train.phases.1.epochs, train.seed" in line and "--resume" in line
+
+
+def test_finished_run_with_another_config_names_the_keys(trained_run, capsys):
+    from scenetag.errors import ConfigError
+    from scenetag.train.recipe import train_or_resume
+
+    cfg, run, _ = trained_run
+    other = cfg.model_copy(deep=True)
+    other.train.mixup = 0.1
+    try:
+        train_or_resume(other, run, progress=False)
+        raise AssertionError("a finished run with another config was reused")
+    except ConfigError as e:
+        assert "train.mixup differ" in str(e)
+
+
+def test_old_option_spellings_still_work_with_a_warning(trained_run, synth_dir, tmp_path, capsys):
+    _, run, _ = trained_run
+    img = str(synth_dir / "original" / "1.jpg")
+    assert main(["predict", "--model", str(run / "best.pt"), img, "--format", "json", "--output", str(tmp_path / "p.json"), "-q"]) == 0
+    assert (tmp_path / "p.json").read_text().lstrip().startswith("[")
+    assert "--format is deprecated here; use --output-format" in capsys.readouterr().err
+    assert main(["explore", "--data", str(synth_dir), "--format", "miml", "--out", str(tmp_path / "x"), "--samples", "0"]) == 0
+    assert "use --layout" in capsys.readouterr().err
+
+
+def test_verbose_after_the_command_and_every_option_explained():
+    from scenetag.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["explore", "-v"]).verbose and parser.parse_args(["-v", "explore"]).verbose
+    assert not parser.parse_args(["explore"]).verbose
+    subparsers = next(a for a in parser._actions if a.dest == "command").choices
+    for name, sub in subparsers.items():
+        for action in sub._actions:
+            if action.dest == "help" or not action.option_strings:
+                continue
+            assert action.help, f"{name} {action.option_strings}: no help text"
+        assert "default: None" not in sub.format_help(), name
+
+
+def test_numeric_options_out_of_range_are_usage_errors(capsys):
+    import pytest
+
+    for argv in (["serve", "--model", "m.onnx", "--port", "99999"], ["serve", "--model", "m.onnx", "--max-files", "0"],
+                 ["predict", "--model", "m.onnx", "x.jpg", "--batch-size", "0"], ["train", "--seed", "-1"], ["synth", "d", "-n", "0"]):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 2 and "Traceback" not in capsys.readouterr().err

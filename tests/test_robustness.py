@@ -38,7 +38,7 @@ def test_sigkill_mid_phase_then_resume_equals_uninterrupted(synth_dir, tmp_path)
         "from tests.conftest import tiny_cfg\n"
         "from scenetag.train.recipe import train\n"
         f"cfg = tiny_cfg(sys.argv[2], **{{'train.phases': {PHASES!r}}})\n"
-        "train(cfg, sys.argv[3], progress=False, callbacks=[lambda state: time.sleep(0.3)])\n"
+        "train(cfg, sys.argv[3], progress=False, callbacks=[lambda state, model: time.sleep(0.3)])\n"
     )
     args = [sys.executable, "-c", script, str(Path(__file__).resolve().parents[1]), str(synth_dir), str(run)]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

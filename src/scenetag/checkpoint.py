@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from .version import __version__
-from .errors import CheckpointError
+from .errors import CheckpointError, brief
 from .io import atomic_path
 from .model_meta import FORMAT_VERSION
 from .models import from_meta
@@ -52,6 +52,8 @@ def read_checkpoint(path: Path | str) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: empty file (0 bytes), not a checkpoint")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -63,7 +65,7 @@ def read_checkpoint(path: Path | str) -> dict[str, Any]:
             f"(possibly code that would run on load); only weights_only checkpoints are accepted ({detail})"
         ) from None
     except Exception as e:  # torch.load raises many types (KeyError, EOFError, ...) for garbage
-        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt: {str(e).splitlines()[0]})") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt: {brief(e)})") from None
     if not isinstance(payload, dict) or "state_dict" not in payload or "meta" not in payload:
         raise CheckpointError(f"{path}: not a scenetag checkpoint (no state_dict/meta)")
     version = payload.get("format_version")
@@ -80,5 +82,5 @@ def load_model(path: Path | str) -> tuple[torch.nn.Module, dict[str, Any]]:
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as e:
-        raise CheckpointError(f"{path}: weights do not fit the described model ({str(e).splitlines()[0]})") from None
+        raise CheckpointError(f"{path}: weights do not fit the described model ({brief(e)})") from None
     return model.eval(), meta

@@ -1,4 +1,9 @@
-"""Command line: parses arguments and calls library functions, nothing more."""
+"""Command line: parses arguments, calls library functions and prints their results, nothing more.
+
+Heavy libraries (torch, timm, scikit-learn) are imported inside the commands
+that need them, so ``scenetag --help`` answers at once. Every failure a user can
+cause is a :class:`~scenetag.errors.ScenetagError`: one line on stderr, exit 2.
+"""
 from __future__ import annotations
 
 import argparse
@@ -7,63 +12,66 @@ import os
 import sys
 from pathlib import Path
 
-from .version import __version__
 from .config import PRESETS
+from .data.images import DEFAULT_MAX_PIXELS
 from .data.layouts import DEFAULT_DATA, FORMATS
 from .errors import ScenetagError, UsageError
+from .version import __version__
+
+EXIT_OK, EXIT_ERROR, EXIT_SKIPPED, EXIT_INTERRUPTED = 0, 2, 3, 130
+
+
+# --------------------------------------------------------------------------- argument types
+
+
+def _bounded(kind: type, low: float | None = None, high: float | None = None):
+    """An argparse type: ``kind`` within [low, high]; anything else is a usage error (exit 2)."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+        if value != value or (low is not None and value < low) or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be in [{low if low is not None else '-inf'}, {high if high is not None else 'inf'}], got {text}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+class _Deprecated(argparse.Action):
+    """An old option spelling that still works for one release, with a warning naming the new one."""
+
+    def __init__(self, *args, new: str, **kwargs):
+        self.new = new
+        super().__init__(*args, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"warning: {option_string} is deprecated here; use {self.new} (the old spelling goes in the next release)", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def _common(p: argparse.ArgumentParser, quiet: bool = True) -> None:
+    # SUPPRESS: -v after the command works, and does not reset a -v given before it.
+    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging, and tracebacks for errors")
+    if quiet:
+        p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 
 def _add_data_args(p: argparse.ArgumentParser, default: str | None = str(DEFAULT_DATA)) -> None:
-    p.add_argument("--data", default=default, help="data folder or labels file (default: %(default)s)")
-    p.add_argument("--labels", default=None, help="labels file (labels.json, .csv or .mat) for a folder of images")
-    p.add_argument("--format", default="auto", choices=FORMATS, help="data layout (default: auto-detect)")
+    shown = f"default: {default}" if default else f"default: data.path of the config, {DEFAULT_DATA}"
+    p.add_argument("--data", default=default, help=f"data folder or labels file ({shown})")
+    p.add_argument("--labels", default=None, help="labels file (labels.json, .csv or .mat) for a folder of images (default: found in the folder)")
+    p.add_argument("--layout", dest="layout", default=None if default is None else "auto", choices=FORMATS, help="data layout (default: auto-detect)")
+    p.add_argument("--format", dest="layout", choices=FORMATS, action=_Deprecated, new="--layout", help=argparse.SUPPRESS)
 
 
-def cmd_synth(args: argparse.Namespace) -> int:
-    from .data.synth import make_synthetic
-
-    out = make_synthetic(Path(args.dir), n=args.n, seed=args.seed)
-    print(f"wrote {args.n} synthetic scenes to {out}")
-    return 0
+def _add_max_pixels(p: argparse.ArgumentParser, default: int | None = DEFAULT_MAX_PIXELS) -> None:
+    p.add_argument("--max-pixels", type=_bounded(int, 1), default=default, help=f"refuse images with more pixels than this (decompression bombs; default: {default or 'the run data.max_pixels'})")
 
 
-def cmd_explore(args: argparse.Namespace) -> int:
-    from .data.images import check_images
-    from .data.layouts import load_dataset
-    from .workflows.explore import explore
-
-    ds = load_dataset(args.data, args.labels, args.format)
-    if args.check:
-        errors = check_images(ds.paths)
-        if errors:
-            print(f"{len(errors)} bad image file(s):", file=sys.stderr)
-            for e in errors:
-                print(f"  {e}", file=sys.stderr)
-            return 2
-        print(f"all {len(ds)} images decode")
-    summary = explore(ds, Path(args.out), samples_per_class=args.samples, seed=args.seed)
-    for line in summary["text"]:
-        print(line)
-    print(f"report: {Path(args.out) / 'report.html'}")
-    return 0
-
-
-def _train_overrides(args: argparse.Namespace) -> list[str]:
-    """Flags are shorthands for ``--set section.key=value`` overrides."""
-    ov = []
-    for flag, key in [("data", "data.path"), ("labels", "data.labels"), ("format", "data.format"), ("backbone", "model.backbone"), ("weights", "model.weights"), ("seed", "train.seed"), ("loss", "train.loss"), ("engine", "train.engine"), ("device", "train.device"), ("amp", "train.amp")]:
-        v = getattr(args, flag, None)
-        if v is not None:
-            ov.append(f"{key}={v}")
-    if getattr(args, "no_cache", False):
-        ov.append("train.cache=false")
-    return ov + list(args.set or [])
-
-
-def _load_cfg(args: argparse.Namespace):
-    from .config import load_config
-
-    return load_config(args.config, _train_overrides(args), args.preset)
+# --------------------------------------------------------------------------- printing
 
 
 def _print_metrics(metrics: dict, title: str) -> None:
@@ -78,43 +86,118 @@ def _print_metrics(metrics: dict, title: str) -> None:
             print(f"  {c:<12}{r['precision']:>10.4f}{r['recall']:>10.4f}{r['f1']:>10.4f}{r['ap']:>10.4f}{r['support']:>9d}{r['threshold']:>8.3f}")
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def _print_result(result: dict) -> None:
+    for part in ("val", "test"):
+        if part in result["metrics"]:
+            _print_metrics(result["metrics"][part], f"{part} metrics (tuned per-label thresholds)")
+
+
+def _print_predictions(results: list, classes: list[str]) -> None:
+    width = max(len(r.path) for r in results)
+    print(f"{'image':<{width}}  {'labels':<20}" + "".join(f"  {c[:9]:>9}" for c in classes))
+    for r in results:
+        if r.error:
+            print(f"{r.path:<{width}}  SKIPPED: {r.error}")
+        else:
+            print(f"{r.path:<{width}}  {' '.join(r.labels):<20}" + "".join(f"  {r.probabilities[c]:>9.3f}" for c in classes))
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from .data.synth import make_synthetic
+
+    out = make_synthetic(Path(args.dir), n=args.n, seed=args.seed)
+    print(f"wrote {args.n} synthetic scenes to {out}")
+    return EXIT_OK
+
+
+def cmd_explore(args: argparse.Namespace) -> int:
+    from .data.images import check_images
+    from .data.layouts import load_dataset
+    from .workflows.explore import explore
+
+    ds = load_dataset(args.data, args.labels, args.layout)
+    if args.check:
+        errors = check_images(ds.paths, args.max_pixels)
+        if errors:
+            print(f"{len(errors)} bad image file(s):", file=sys.stderr)
+            for e in errors:
+                print(f"  {e}", file=sys.stderr)
+            return EXIT_ERROR
+        print(f"all {len(ds)} images decode")
+    summary = explore(ds, Path(args.out), samples_per_class=args.samples, seed=args.seed, max_pixels=args.max_pixels)
+    print("\n".join(summary["text"]))
+    print(f"report: {Path(args.out) / 'report.html'}")
+    return EXIT_OK
+
+
+def _train_overrides(args: argparse.Namespace) -> list[str]:
+    """Flags are shorthands for ``--set section.key=value`` overrides."""
+    flags = [("data", "data.path"), ("labels", "data.labels"), ("layout", "data.format"), ("backbone", "model.backbone"), ("weights", "model.weights"),
+             ("seed", "train.seed"), ("loss", "train.loss"), ("engine", "train.engine"), ("device", "train.device"), ("amp", "train.amp")]  # fmt: skip
+    ov = [f"{key}={getattr(args, flag)}" for flag, key in flags if getattr(args, flag, None) is not None]
+    if getattr(args, "no_cache", False):
+        ov.append("train.cache=false")
+    return ov + list(args.set or [])
+
+
+def _load_cfg(args: argparse.Namespace):
+    from .config import load_config
+
+    return load_config(args.config, _train_overrides(args), args.preset)
+
+
+def _refuse_changes_on_resume(args: argparse.Namespace) -> None:
+    """``--resume`` continues a run with its own config: options that would change it are an error."""
+    from .config import changed_keys
+    from .runs import RunDir
+
+    run = RunDir(args.resume)
+    if not run.config.is_file():
+        return  # train() says there is nothing to resume
+    changed = changed_keys(run.config, args.config, _train_overrides(args), args.preset)
+    if changed:
+        raise UsageError(f"--resume {run} continues the run with its own config ({run.config}); these options would change {', '.join(changed)}: drop them, or train a new run with another --out")
+
+
+def _cross_validate(args: argparse.Namespace) -> int:
     from .runs import RunDir
     from .train.cv import cross_validate
+
+    if args.resume:
+        raise UsageError("--cv and --resume cannot be combined (rerunning --cv reuses finished folds)")
+    out = RunDir(args.out)
+    cv = cross_validate(_load_cfg(args), out.path, args.cv, progress=not args.quiet)
+    print(f"{args.cv}-fold cross-validation (test part of each fold, mean ± std):")
+    for key, mean in cv["mean"].items():
+        print(f"  {key:<18} {mean:.4f} ± {cv['std'][key]:.4f}")
+    print(f"per fold: {out.cv_summary}")
+    if args.ensemble:
+        from .workflows.ensemble import make_ensemble
+
+        res = make_ensemble([out.fold(i).best for i in range(args.cv)], out.ensemble, progress=not args.quiet)
+        print(f"ensemble of the {args.cv} fold models: {res['path']} ({res['threshold_source']})")
+    return EXIT_OK
+
+
+def cmd_train(args: argparse.Namespace) -> int:
     from .train.recipe import train
 
     if args.ensemble and not args.cv:
         raise UsageError("--ensemble averages the fold models of --cv K; to combine other checkpoints use `scenetag ensemble`")
     if args.cv:
-        if args.resume:
-            raise UsageError("--cv and --resume cannot be combined (rerunning --cv reuses finished folds)")
-        cv = cross_validate(_load_cfg(args), Path(args.out), args.cv, progress=not args.quiet)
-        print(f"{args.cv}-fold cross-validation (test part of each fold, mean ± std):")
-        for key, mean in cv["mean"].items():
-            print(f"  {key:<18} {mean:.4f} ± {cv['std'][key]:.4f}")
-        out = RunDir(args.out)
-        print(f"per fold: {out.cv_summary}")
-        if args.ensemble:
-            from .workflows.ensemble import make_ensemble
-
-            folds = [out.fold(i).best for i in range(args.cv)]
-            res = make_ensemble(folds, out.ensemble, progress=not args.quiet)
-            print(f"ensemble of the {args.cv} fold models: {res['path']} ({res['threshold_source']})")
-        return 0
-    cfg = None if args.resume else _load_cfg(args)
+        return _cross_validate(args)
+    if args.resume:
+        _refuse_changes_on_resume(args)
     out = Path(args.resume or args.out)
-    result = train(cfg, out, resume=bool(args.resume), progress=not args.quiet)
+    result = train(None if args.resume else _load_cfg(args), out, resume=bool(args.resume), progress=not args.quiet)
     if int(os.environ.get("RANK", "0")) > 0:
-        return 0  # under torchrun rank 0 reports
+        return EXIT_OK  # under torchrun rank 0 reports
     _print_result(result)
     print(f"trained in {result['train_seconds']:.0f}s; run folder: {out} (best.pt, metrics.csv, curves.png)")
-    return 0
-
-
-def _print_result(result: dict) -> None:
-    for part in ("val", "test"):
-        if part in result["metrics"]:
-            _print_metrics(result["metrics"][part], f"{part} metrics (tuned per-label thresholds)")
+    return EXIT_OK
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -126,25 +209,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .workflows.explore import explore
 
     run = RunDir(args.out)
-    out = run.path
     cfg = _load_cfg(args)
     ds = load_dataset(cfg.data.path, cfg.data.labels, cfg.data.format)
-    summary = explore(ds, run.explore)
+    summary = explore(ds, run.explore, max_pixels=cfg.data.max_pixels)
     print("\n".join(summary["text"]))
     print(f"exploration report: {run.explore / 'report.html'}")
-    result = train_or_resume(cfg, out, progress=not args.quiet)
+    result = train_or_resume(cfg, run.path, progress=not args.quiet)
     if result.get("reused"):
-        print(f"{out} already holds a finished run with this config (remove it to retrain); its results:")
+        print(f"{run} already holds a finished run with this config (remove it to retrain); its results:")
     else:
         print(f"trained in {result['train_seconds']:.0f}s")
     if "test" in result["metrics"]:
-        m = evaluate_checkpoint(run.best, run.evaluation, data=out, split="test", progress=not args.quiet)
+        m = evaluate_checkpoint(run.best, run.evaluation, data=run.path, split="test", progress=not args.quiet)
         _print_metrics(m, "test split, evaluated from the images (tuned per-label thresholds)")
         print(f"evaluation report: {run.evaluation / 'report.html'}")
     else:
         _print_result(result)
-    print(f"run folder: {out} (best.pt, metrics.csv, curves.png)")
-    return 0
+    print(f"run folder: {run} (best.pt, metrics.csv, curves.png)")
+    return EXIT_OK
 
 
 def cmd_lr_find(args: argparse.Namespace) -> int:
@@ -152,23 +234,23 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
 
     res = lr_find_only(_load_cfg(args), Path(args.out), args.phase, progress=not args.quiet)
     print(f"suggested LR {res['lr']:.2e}; plot: {res['plot']}")
-    return 0
+    return EXIT_OK
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .workflows.evaluate import evaluate_checkpoint
 
-    m = evaluate_checkpoint(args.model, Path(args.out), data=args.data, labels=args.labels, fmt=args.format, split=args.split, fallback=not args.no_fallback, progress=not args.quiet)
+    m = evaluate_checkpoint(args.model, Path(args.out), data=args.data, labels=args.labels, fmt=args.layout or "auto", split=args.split, fallback=not args.no_fallback, progress=not args.quiet, max_pixels=args.max_pixels)
     _print_metrics(m, "evaluation")
     print(f"report: {Path(args.out) / 'report.html'}; metrics: {Path(args.out) / 'metrics.json'}")
-    return 0
+    return EXIT_OK
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from .infer.outputs import write_predictions
     from .infer.predictor import Predictor, expand_paths, shard
 
-    predictor = Predictor(args.model, batch_size=args.batch_size, fallback=not args.no_fallback)
+    predictor = Predictor(args.model, batch_size=args.batch_size, fallback=not args.no_fallback, max_pixels=args.max_pixels)
     paths = expand_paths(args.paths)
     if args.shard:
         paths = shard(paths, args.shard)
@@ -176,21 +258,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise UsageError(f"no images found in {' '.join(args.paths)}")
     results = predictor.predict(paths, progress=not args.quiet)
     if args.output:
-        write_predictions(results, predictor.classes, Path(args.output), args.format)
+        write_predictions(results, predictor.classes, Path(args.output), args.output_format)
         print(f"wrote {len(results)} predictions to {args.output}")
     else:
-        width = max(len(r.path) for r in results)
-        print(f"{'image':<{width}}  {'labels':<20}" + "".join(f"  {c[:9]:>9}" for c in predictor.classes))
-        for r in results:
-            if r.error:
-                print(f"{r.path:<{width}}  SKIPPED: {r.error}")
-            else:
-                print(f"{r.path:<{width}}  {' '.join(r.labels):<20}" + "".join(f"  {r.probabilities[c]:>9.3f}" for c in predictor.classes))
+        _print_predictions(results, predictor.classes)
     skipped = sum(1 for r in results if r.error)
     if skipped:
         print(f"{skipped} of {len(results)} file(s) skipped (unreadable or not images)", file=sys.stderr)
-        return 3
-    return 0
+        return EXIT_SKIPPED
+    return EXIT_OK
 
 
 def cmd_ensemble(args: argparse.Namespace) -> int:
@@ -201,152 +277,187 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     for part, m in res["metrics"].items():
         _print_metrics(m, f"ensemble on {args.tune_on}'s {part} part")
     print(f"wrote {res['path']} (use it with predict, evaluate, export, serve)")
-    return 0
+    return EXIT_OK
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from .infer.export import export_onnx, export_torchscript
 
-    fn = export_onnx if args.format == "onnx" else export_torchscript
-    out = args.out or str(Path(args.model).with_suffix(".onnx" if args.format == "onnx" else ".ts"))
+    fn = export_onnx if args.to == "onnx" else export_torchscript
+    out = args.out or str(Path(args.model).with_suffix(".onnx" if args.to == "onnx" else ".ts"))
     res = fn(args.model, out)
     print(f"exported {res['path']} (+ {res['sidecar']}); max abs difference vs PyTorch on a sample batch: {res['max_abs_diff']:.2e}")
-    return 0
+    return EXIT_OK
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from .workflows.serve import ServeLimits, serve
 
-    print(f"serving {args.model} on http://{args.host}:{args.port}/ (docs at /docs); Ctrl-C stops")
-    serve(args.model, args.host, args.port, ServeLimits(args.max_upload_mb, args.max_files, body_timeout_s=args.body_timeout))
-    return 0
+    def ready(url: str) -> None:  # called once the model is loaded and the port is bound
+        print(f"serving {args.model} on {url} (docs at /docs); Ctrl-C stops", flush=True)
+
+    serve(args.model, args.host, args.port, ServeLimits(args.max_upload_mb, args.max_files, body_timeout_s=args.body_timeout), on_ready=ready)
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- parsers
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     _add_data_args(p, default=None)
-    p.add_argument("--config", default=None, help="YAML config file")
-    p.add_argument("--preset", default="default", choices=list(PRESETS), help="named recipe under the config file and flags (best: slower, see README)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config key, e.g. train.phases.0.epochs=10")
+    p.add_argument("--config", default=None, help="YAML config file (default: the built-in recipe)")
+    p.add_argument("--preset", default="default", choices=list(PRESETS), help="named recipe under the config file and flags (default: %(default)s; best: Lite2 at 260 px, slower, see README)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config key, e.g. train.phases.0.epochs=10 (repeatable)")
     p.add_argument("--backbone", default=None, help="lite0 (default), lite1, lite2, resnet50 or any timm name")
-    p.add_argument("--weights", default=None, help="default | none (random init) | FILE")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--loss", default=None, choices=["bce", "asl"])
-    p.add_argument("--engine", default=None, choices=["auto", "onnx", "torch"], help="engine for frozen forward passes")
+    p.add_argument("--weights", default=None, help="default (offline ImageNet weights) | none (random init) | FILE")
+    p.add_argument("--seed", type=_bounded(int, 0, 2**32 - 1), default=None, help="seed of the split, views and training (default: 0)")
+    p.add_argument("--loss", default=None, choices=["bce", "asl"], help="training loss (default: bce)")
+    p.add_argument("--engine", default=None, choices=["auto", "onnx", "torch"], help="engine for frozen forward passes (default: auto)")
     p.add_argument("--device", default=None, help="auto (default: CUDA, else MPS, else CPU), cpu, cuda[:N], mps")
-    p.add_argument("--amp", default=None, choices=["bf16", "fp16"], help="mixed precision on GPU")
+    p.add_argument("--amp", default=None, choices=["bf16", "fp16"], help="mixed precision on GPU (default: off)")
     p.add_argument("--no-cache", action="store_true", help="recompute the frozen backbone every batch (slow; for benchmarks)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    _common(p)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="scenetag", description="Multi-label natural scene tagging.")
-    parser.add_argument("--version", action="version", version=f"scenetag {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _add_data_commands(sub) -> None:
     p = sub.add_parser("synth", help="draw a small synthetic multi-label scene set (MIML layout)")
-    p.add_argument("dir")
-    p.add_argument("-n", type=int, default=200)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("dir", help="folder to write (original/<n>.jpg + labels.json)")
+    p.add_argument("-n", type=_bounded(int, 1, 100_000), default=200, help="number of images (default: %(default)s)")
+    p.add_argument("--seed", type=_bounded(int, 0, 2**32 - 1), default=0, help="drawing seed (default: %(default)s)")
+    _common(p, quiet=False)
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("explore", help="label statistics and pictures of a data set -> report.html")
     _add_data_args(p)
-    p.add_argument("--out", default="runs/explore")
+    p.add_argument("--out", default="runs/explore", help="output folder (default: %(default)s)")
     p.add_argument("--check", action="store_true", help="decode every image first and report all bad files")
-    p.add_argument("--samples", type=int, default=4, help="sample images per class in the grid")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--samples", type=_bounded(int, 0, 40), default=4, help="sample images per class in the grid (default: %(default)s)")
+    p.add_argument("--seed", type=_bounded(int, 0, 2**32 - 1), default=0, help="seed choosing the sample images (default: %(default)s)")
+    _add_max_pixels(p)
+    _common(p, quiet=False)
     p.set_defaults(func=cmd_explore)
 
+
+def _add_training_commands(sub) -> None:
     p = sub.add_parser("train", help="train the recipe (head, then progressive unfreezing) into a run folder")
     _add_train_args(p)
-    p.add_argument("--out", default="runs/train", help="run folder")
-    p.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue an interrupted run from its last.pt")
-    p.add_argument("--cv", type=int, default=0, metavar="K", help="stratified K-fold cross-validation: every metric as mean ± std over folds")
+    p.add_argument("--out", default="runs/train", help="run folder (default: %(default)s)")
+    p.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue an interrupted run from its last.pt, with its own config")
+    p.add_argument("--cv", type=_bounded(int, 2, 100), default=0, metavar="K", help="stratified K-fold cross-validation: every metric as mean ± std over folds")
     p.add_argument("--ensemble", action="store_true", help="with --cv: also write OUT/ensemble.pt averaging the K fold models")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("run", help="the main job: train the default recipe (or reuse/resume the run in --out) and report")
     _add_train_args(p)
-    p.add_argument("--out", default="runs/default", help="run folder")
+    p.add_argument("--out", default="runs/default", help="run folder (default: %(default)s)")
     p.set_defaults(func=cmd_run)
 
+    p = sub.add_parser("lr-find", help="LR finder for one phase: plot + suggested LR")
+    _add_train_args(p)
+    p.add_argument("--out", default="runs/lr-find", help="output folder for the plot and data (default: %(default)s)")
+    p.add_argument("--phase", type=_bounded(int, 1), default=1, help="which phase of the recipe, from 1 (default: 1 = head only)")
+    p.set_defaults(func=cmd_lr_find)
+
+
+def _add_model_commands(sub) -> None:
     p = sub.add_parser("evaluate", help="metrics, per-label table, pictures and report.html for a model on data")
     p.add_argument("--model", required=True, help="checkpoint (.pt) or exported .onnx")
     _add_data_args(p, default=None)
     p.add_argument("--split", choices=["test", "val"], default=None, help="evaluate a run's held-out split (--data RUN_DIR, default: the model's folder)")
-    p.add_argument("--out", default="runs/evaluate")
+    p.add_argument("--out", default="runs/evaluate", help="output folder (default: %(default)s)")
     p.add_argument("--no-fallback", action="store_true", help="do not give label-less images their most probable label")
-    p.add_argument("-q", "--quiet", action="store_true")
+    _add_max_pixels(p, default=None)
+    _common(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="tag new images (files, folders, globs)")
     p.add_argument("--model", required=True, help="checkpoint (.pt) or exported .onnx")
     p.add_argument("paths", nargs="+", help="image files, folders (recursive) or glob patterns")
-    p.add_argument("--format", choices=["csv", "json"], default="csv", help="format of --output")
     p.add_argument("--output", default=None, help="write predictions to this file instead of a table")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--output-format", choices=["csv", "json"], default="csv", help="format of --output (default: %(default)s)")
+    p.add_argument("--format", dest="output_format", choices=["csv", "json"], action=_Deprecated, new="--output-format", help=argparse.SUPPRESS)
+    p.add_argument("--batch-size", type=_bounded(int, 1, 4096), default=32, help="images per forward pass (default: %(default)s)")
     p.add_argument("--shard", default=None, metavar="I/N", help="only the I-th of N interleaved shards of the inputs")
     p.add_argument("--no-fallback", action="store_true", help="do not give label-less images their most probable label")
-    p.add_argument("-q", "--quiet", action="store_true")
+    _add_max_pixels(p)
+    _common(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("ensemble", help="average several checkpoints into one ensemble checkpoint")
     p.add_argument("models", nargs="+", help="two or more .pt checkpoints with the same classes")
     p.add_argument("--out", required=True, help="ensemble checkpoint to write")
-    p.add_argument("--weights", type=float, nargs="+", default=None, help="one weight per model (default: equal)")
+    p.add_argument("--weights", type=_bounded(float, 0), nargs="+", default=None, help="one weight per model (default: equal)")
     p.add_argument("--tune-on", default=None, metavar="RUN_DIR", help="tune thresholds on this run's val part and report its test part (default: mean of the members' thresholds)")
-    p.add_argument("-q", "--quiet", action="store_true")
+    _common(p)
     p.set_defaults(func=cmd_ensemble)
 
+
+def _add_deploy_commands(sub) -> None:
     p = sub.add_parser("export", help="export a checkpoint to ONNX (verified with ONNX Runtime) or TorchScript")
-    p.add_argument("--model", required=True)
-    p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
-    p.add_argument("--out", default=None, help="output file (default: beside the checkpoint)")
+    p.add_argument("--model", required=True, help="checkpoint (.pt) to export")
+    p.add_argument("--to", choices=["onnx", "torchscript"], default="onnx", help="export format (default: %(default)s)")
+    p.add_argument("--format", dest="to", choices=["onnx", "torchscript"], action=_Deprecated, new="--to", help=argparse.SUPPRESS)
+    p.add_argument("--out", default=None, help="output file (default: beside the checkpoint, .onnx or .ts)")
+    _common(p, quiet=False)
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("serve", help="web service + page for a checkpoint or .onnx model")
-    p.add_argument("--model", required=True)
-    p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--max-upload-mb", type=float, default=10.0)
-    p.add_argument("--max-files", type=int, default=16)
-    p.add_argument("--body-timeout", type=float, default=10.0, help="seconds to wait for the next piece of an upload before dropping it")
+    p.add_argument("--model", required=True, help="checkpoint (.pt) or exported .onnx to serve")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default: %(default)s, loopback only)")
+    p.add_argument("--port", type=_bounded(int, 0, 65535), default=8000, help="TCP port, 0 for any free one (default: %(default)s)")
+    p.add_argument("--max-upload-mb", type=_bounded(float, 0.001, 10_000), default=10.0, help="largest request body in MB (default: %(default)s)")
+    p.add_argument("--max-files", type=_bounded(int, 1, 10_000), default=16, help="most images per request (default: %(default)s)")
+    p.add_argument("--body-timeout", type=_bounded(float, 0.1, 3600), default=10.0, help="seconds to wait for the next piece of an upload before dropping it (default: %(default)s)")
+    _common(p, quiet=False)
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("lr-find", help="LR finder for one phase: plot + suggested LR")
-    _add_train_args(p)
-    p.add_argument("--out", default="runs/lr-find")
-    p.add_argument("--phase", type=int, default=1, help="which phase of the recipe (1 = head only)")
-    p.set_defaults(func=cmd_lr_find)
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="scenetag", description="Multi-label natural scene tagging.")
+    parser.add_argument("--version", action="version", version=f"scenetag {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, and tracebacks for errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_data_commands(sub)
+    _add_training_commands(sub)
+    _add_model_commands(sub)
+    _add_deploy_commands(sub)
     return parser
 
 
+# --------------------------------------------------------------------------- entry point
+
+
+def _interrupted(args: argparse.Namespace) -> str:
+    from .runs import RunDir
+
+    run = getattr(args, "resume", None) or getattr(args, "out", None)
+    if args.command in ("train", "run") and run and RunDir(run).is_started() and not getattr(args, "cv", 0):
+        return f"interrupted; the last finished epoch is saved in {RunDir(run).last}; continue with: scenetag train --resume {run}"
+    return "interrupted"
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.INFO
     if int(os.environ.get("RANK", "0")) > 0 and not os.environ.get("SCENETAG_LOG_ALL_RANKS"):
         level = logging.WARNING  # under torchrun only rank 0 talks
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return int(args.func(args) or 0)
+        return int(args.func(args) or EXIT_OK)
     except ScenetagError as e:
         if args.verbose:
             import traceback
 
             traceback.print_exc()
         print(f"error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:  # disk full, permission denied, ...: name the file, no traceback
+        return EXIT_ERROR
+    except OSError as e:  # disk full, permission denied, busy port, ...: name the file, no traceback
         where = f"{e.filename}: " if getattr(e, "filename", None) else ""
         print(f"error: {where}{e.strerror or e}", file=sys.stderr)
-        return 2
+        return EXIT_ERROR
     except KeyboardInterrupt:
-        out = getattr(args, "out", None) or getattr(args, "resume", None)
-        hint = f"; continue with: scenetag train --resume {out}" if args.command in ("train", "run") and out else ""
-        print(f"interrupted (the last finished epoch is saved in last.pt){hint}", file=sys.stderr)
-        return 130
+        print(_interrupted(args), file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

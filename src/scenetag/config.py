@@ -16,7 +16,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from .data.images import DEFAULT_MAX_PIXELS
 from .data.layouts import DEFAULT_DATA, FORMATS
 from .data.preprocessing import VIEW_KINDS
-from .errors import ConfigError
+from .errors import ConfigError, brief
 
 
 def _yaml_number(value: Any) -> Any:
@@ -178,11 +178,11 @@ def config_from_dict(d: dict[str, Any]) -> Config:
         raise ConfigError("; ".join(_describe(err) for err in errors)) from None
 
 
-def load_config(path: Path | str | None = None, overrides: list[str] | None = None, preset: str = "default") -> Config:
-    """Defaults, then a preset, then the YAML file, then ``key.sub=value`` overrides (values parsed as YAML)."""
+def load_config(path: Path | str | None = None, overrides: list[str] | None = None, preset: str = "default", base: Config | None = None) -> Config:
+    """Defaults (or ``base``), then a preset, then the YAML file, then ``key.sub=value`` overrides (values parsed as YAML)."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
-    d: dict[str, Any] = Config().to_dict()
+    d: dict[str, Any] = (base or Config()).to_dict()
     _apply_overrides(d, PRESETS[preset])
     if path is not None:
         _merge(d, _read_yaml(Path(path)))
@@ -196,7 +196,7 @@ def _read_yaml(p: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise ConfigError(f"{p}: config file not found") from None
     except (yaml.YAMLError, UnicodeDecodeError, ValueError) as e:
-        raise ConfigError(f"{p}: not a valid YAML text file ({str(e).splitlines()[0]})") from None
+        raise ConfigError(f"{p}: not a valid YAML text file ({brief(e)})") from None
     if not isinstance(loaded, dict):
         raise ConfigError(f"{p}: top level must be a mapping")
     return loaded
@@ -239,6 +239,27 @@ def _set_path(d: dict[str, Any], key: str, value: Any) -> None:
         cur[last] = value
     else:
         raise ConfigError(f"unknown config key: {key}")
+
+
+def config_diff(a: Config, b: Config) -> list[str]:
+    """Dotted keys whose values differ between two configs (``train.phases.1.lr``, ``model.backbone``)."""
+
+    def walk(x: Any, y: Any, where: str) -> list[str]:
+        if isinstance(x, dict) and isinstance(y, dict):
+            return [k for key in x.keys() | y.keys() for k in walk(x.get(key), y.get(key), f"{where}.{key}" if where else key)]
+        if isinstance(x, list) and isinstance(y, list) and len(x) == len(y) and all(isinstance(v, dict) for v in x + y):
+            return [k for i, (u, v) in enumerate(zip(x, y)) for k in walk(u, v, f"{where}.{i}")]
+        return [] if x == y else [where]
+
+    return sorted(walk(a.to_dict(), b.to_dict(), ""))
+
+
+def changed_keys(run_config: Path | str, path: Path | str | None, overrides: list[str], preset: str = "default") -> list[str]:
+    """What a config file, overrides and preset would change in a run's saved config (empty: nothing)."""
+    saved = load_config(run_config)
+    if path is None and not overrides and preset == "default":
+        return []
+    return config_diff(saved, load_config(path, overrides, preset, base=saved))
 
 
 def config_to_yaml(cfg: Config) -> str:

@@ -36,3 +36,9 @@ class UsageError(ScenetagError):
 
 class TrainingError(ScenetagError, RuntimeError):
     """Training cannot go on (a diverging loss, an LR finder that finds nothing): says where and why."""
+
+
+def brief(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when the message is empty), for one-line errors."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

@@ -63,7 +63,7 @@ def test_same_seed_same_metrics(trained_run, synth_dir, tmp_path):
 def test_resume_reaches_same_result(trained_run, tmp_path):
     cfg, run, result = trained_run
 
-    def interrupt_after_three(state):
+    def interrupt_after_three(state, model):
         if len(state.history) == 3:  # killed in phase 2, after its first epoch was saved
             raise KeyboardInterrupt
 

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, brief
 from ..model_meta import meta_tta
 
 META_KEY = "scenetag"
@@ -38,7 +38,7 @@ def load_onnx(path: Path | str):
     try:
         sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own exception types
-        raise CheckpointError(f"{path}: not a readable ONNX model ({str(e).splitlines()[0][:200]})") from None
+        raise CheckpointError(f"{path}: not a readable ONNX model ({brief(e)[:200]})") from None
     props = sess.get_modelmeta().custom_metadata_map
     if META_KEY in props:
         meta = json.loads(props[META_KEY])

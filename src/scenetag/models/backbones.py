@@ -17,7 +17,7 @@ from timm.models.efficientnet import EfficientNet
 from timm.models.resnet import ResNet
 from torch import nn
 
-from ..errors import ModelError
+from ..errors import ModelError, brief
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch.load raises many types (KeyError, EOFError, ...) for garbage
-        raise ModelError(f"{path}: not a readable weights file ({str(e).splitlines()[0]})") from None
+        raise ModelError(f"{path}: not a readable weights file ({brief(e)})") from None
     for key in ("state_dict", "model"):
         if isinstance(sd, dict) and isinstance(sd.get(key), dict):
             sd = sd[key]

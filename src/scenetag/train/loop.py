@@ -29,8 +29,8 @@ from .setup import TrainingSetup
 from .state import TrainState
 
 log = logging.getLogger(__name__)
-# Called after every finished (and saved) epoch with the training state, e.g. to stop or to log elsewhere.
-EpochCallback = Callable[[TrainState], None]
+# Called after every finished (and saved) epoch with the training state and the model, e.g. to stop or to log elsewhere.
+EpochCallback = Callable[[TrainState, nn.Module], None]
 LR_FLOOR, LR_CEIL = 1e-5, 3e-2  # the finder's valley can land on noise with tiny data: keep it in a sane band
 
 
@@ -174,7 +174,7 @@ def run_phase(setup: TrainingSetup, phase_index: int, boundary: int, run: RunDir
         meta = setup.meta(boundary, untuned_thresholds(len(setup.ds.classes)), {"val": val})
         saver.save_epoch(setup.model, meta, state, selection_score(val, t.select, len(state.history)))
         for callback in callbacks:
-            callback(state)
+            callback(state, setup.model)
 
 
 def _log_epoch(row: dict[str, Any], epochs: int) -> None:

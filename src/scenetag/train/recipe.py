@@ -19,7 +19,7 @@ from typing import Any, Sequence
 from torch import nn
 
 from ..checkpoint import read_checkpoint
-from ..config import Config, config_to_yaml, load_config
+from ..config import Config, config_diff, config_to_yaml, load_config
 from ..data.splits import Split
 from ..errors import CheckpointError, ConfigError
 from ..io import atomic_write_json, atomic_write_text
@@ -135,11 +135,13 @@ def lr_find_only(cfg: Config, run_dir: Path | str, phase: int = 1, progress: boo
 def train_or_resume(cfg: Config, run_dir: Path | str, progress: bool = True) -> dict[str, Any]:
     """The main job: reuse a finished run with the same config, resume an interrupted one, else train."""
     run = RunDir(run_dir)
-    if run.is_finished() and run.config.is_file() and load_config(run.config) == cfg:
+    if not run.config.is_file() or not (run.is_started() or run.is_finished()):
+        return train(cfg, run, progress=progress)
+    differ = config_diff(load_config(run.config), cfg)
+    state = "a finished" if run.is_finished() else "an interrupted"
+    if differ:
+        raise ConfigError(f"{run} holds {state} run with another config ({', '.join(differ)} differ); pass another --out or remove it")
+    if run.is_finished():
         log.info("%s already holds a finished run with this config; remove it to train again", run)
         return json.loads(run.result.read_text()) | {"reused": True}
-    if run.is_started() and not run.is_finished():
-        return train(None, run, resume=True, progress=progress)
-    if run.is_finished():
-        raise ConfigError(f"{run} holds a finished run with another config; pass another --out or remove it")
-    return train(cfg, run, progress=progress)
+    return train(None, run, resume=True, progress=progress)

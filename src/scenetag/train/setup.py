@@ -27,6 +27,7 @@ from ..model_meta import build_meta
 from ..models.net import MultiLabelNet, build_model, model_preprocessing
 from .batches import predict_cached
 from .cache import ActivationCache, build_cache
+from .recompute import RecomputedActivations
 from .distributed import DistInfo, GradSync, gather_rows, init_distributed, pick_device, shard_of
 
 log = logging.getLogger(__name__)
@@ -66,8 +67,6 @@ def versions() -> dict[str, str]:
 def phase_boundaries(model: MultiLabelNet, cfg: Config) -> list[int]:
     """The piece index each phase trains from (len(pieces) = head only, on pooled features)."""
     n = len(model.pieces())
-    if not cfg.train.cache:
-        return [0] * len(cfg.train.phases)
     return [n if p.unfreeze == 0 else model.boundary_for_fraction(p.unfreeze) for p in cfg.train.phases]
 
 
@@ -114,8 +113,8 @@ class TrainingSetup:
     split: Split
     model: MultiLabelNet
     pp: Preprocessing
-    train_cache: ActivationCache
-    eval_cache: ActivationCache
+    train_cache: ActivationCache | RecomputedActivations  # the same questions, answered from files or recomputed
+    eval_cache: ActivationCache | RecomputedActivations
     layout: CacheLayout
     dist: DistInfo
     device: str
@@ -142,13 +141,31 @@ class TrainingSetup:
         return build_meta(self.ds.classes, model_cfg, self.pp.to_dict(), thresholds, metrics, config=self.cfg.to_dict(), boundary=int(boundary), **extra)
 
 
+def eval_views(cfg: Config) -> list[str]:
+    return EVAL_VIEWS if cfg.train.tta else ["orig"]
+
+
+def _build_caches(cfg: Config, model: MultiLabelNet, pp: Preprocessing, ds: MultiLabelDataset, layout: CacheLayout, cache_dir: Path | None, device: str, progress: bool) -> tuple[ActivationCache, ActivationCache]:
+    """One pass of the frozen network over every (image, view) each cache needs, at every phase boundary."""
+    t = cfg.train
+    taps = sorted(set(phase_boundaries(model, cfg)))
+    common = dict(
+        taps=taps, pp=pp, seed=t.seed, batch_size=t.batch_size, engine=t.engine, device=device, dtype=t.cache_dtype,
+        in_memory_gb=t.cache_in_memory_gb, max_pixels=cfg.data.max_pixels, progress=progress, cache_dir=cache_dir,
+    )  # fmt: skip
+    log.info("caching %d training images x %d views at pieces %s", len(layout.train_ids), len(t.views), taps)
+    train_cache = build_cache(model, model_identity(cfg), ds.subset(layout.train_ids), t.views, ids=layout.train_ids, **common)
+    eval_cache = build_cache(model, model_identity(cfg), ds.subset(layout.held_ids), eval_views(cfg), ids=layout.held_ids, **common)
+    return train_cache, eval_cache
+
+
 def _log_shard(info: DistInfo, train_ids: np.ndarray) -> None:
     if info.enabled:
         shown = json.dumps(sorted(int(i) for i in train_ids)) if len(train_ids) <= 200 else f"sha {hashlib.sha256(np.sort(train_ids).tobytes()).hexdigest()[:12]}"
         log.info("rank %d/%d trains on %d images: %s", info.rank, info.world, len(train_ids), shown)
 
 
-def prepare(cfg: Config, cache_dir: Path, progress: bool = True, ds: MultiLabelDataset | None = None, split: Split | None = None, cache_all_images: bool = False) -> TrainingSetup:
+def prepare(cfg: Config, cache_dir: Path | None, progress: bool = True, ds: MultiLabelDataset | None = None, split: Split | None = None, cache_all_images: bool = False) -> TrainingSetup:
     """Load data, split, build the pretrained model and compute every activation cache once."""
     set_threads(cfg.train.threads)
     seed_everything(cfg.train.seed)
@@ -163,17 +180,12 @@ def prepare(cfg: Config, cache_dir: Path, progress: bool = True, ds: MultiLabelD
     pp = model_preprocessing(model, cfg.model.image_size)
     layout = cache_layout(len(ds), split, info, cache_all_images)
     _log_shard(info, layout.train_ids)
-    t = cfg.train
-    taps = sorted(set(phase_boundaries(model, cfg)))
-    common = dict(
-        taps=taps, pp=pp, seed=t.seed, batch_size=t.batch_size, engine=t.engine, device=device, dtype=t.cache_dtype,
-        in_memory_gb=t.cache_in_memory_gb, max_pixels=cfg.data.max_pixels, progress=progress and info.is_main,
-        cache_dir=cache_dir if info.is_main else None,  # other ranks keep their shard in memory: only rank 0 writes files
-    )  # fmt: skip
-    log.info("caching %d training images x %d views at pieces %s", len(layout.train_ids), len(t.views), taps)
-    train_cache = build_cache(model, model_identity(cfg), ds.subset(layout.train_ids), t.views, ids=layout.train_ids, **common)
-    eval_views = EVAL_VIEWS if t.tta else ["orig"]
-    eval_cache = build_cache(model, model_identity(cfg), ds.subset(layout.held_ids), eval_views, ids=layout.held_ids, **common)
+    if cfg.train.cache:
+        train_cache, eval_cache = _build_caches(cfg, model, pp, ds, layout, cache_dir if info.is_main else None, device, progress and info.is_main)  # other ranks keep their shard in memory
+    else:  # the fair baseline: same boundaries and views, frozen part recomputed every batch
+        rec = dict(pp=pp, seed=cfg.train.seed, max_pixels=cfg.data.max_pixels, device=device)
+        train_cache = RecomputedActivations(model, ds.subset(layout.train_ids).paths, layout.train_ids, cfg.train.views, **rec)
+        eval_cache = RecomputedActivations(model, ds.subset(layout.held_ids).paths, layout.held_ids, eval_views(cfg), **rec)
     # channels_last: about 1.5x faster convolutions on this CPU, for training and evaluation alike.
     model.to(device=device, memory_format=torch.channels_last)
     return TrainingSetup(cfg, ds, split, model, pp, train_cache, eval_cache, layout, info, device, GradSync(model, info))

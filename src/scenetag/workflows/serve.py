@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import threading
 import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Callable
 
 from fastapi import FastAPI, Request, UploadFile
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -21,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ..version import __version__
 from ..data.images import DEFAULT_MAX_PIXELS, decode_image
-from ..errors import DataError
+from ..errors import DataError, UsageError
 from ..infer.predictor import Predictor
 
 log = logging.getLogger(__name__)
@@ -59,16 +61,45 @@ class BodyTimeout:
         return await self.app(scope, timed_receive, send)
 
 
-def create_app(model_path: Path | str, limits: ServeLimits | None = None) -> FastAPI:
-    """The FastAPI app serving one model."""
-    limits = limits or ServeLimits()
-    predictor = Predictor(model_path, num_workers=0, max_pixels=limits.max_pixels)
-    # Decoding and inference run in worker threads (the event loop stays free for /health and
-    # uploads); the lock lets one inference run at a time, so it gets all the cores.
-    lock = threading.Lock()
+def model_info(predictor: Predictor, model_path: Path | str, limits: ServeLimits) -> dict:
+    """``GET /model``: what is served and under which limits."""
+    meta = predictor.meta
+    return {
+        "classes": predictor.classes,
+        "thresholds": predictor.thresholds.tolist(),
+        "backbone": meta.get("backbone"),
+        "preprocessing": meta.get("preprocessing"),
+        "metrics": meta.get("metrics", {}),
+        "tta": predictor.tta,
+        "model_file": Path(model_path).name,
+        "engine": "onnxruntime" if str(model_path).endswith(".onnx") else "pytorch",
+        "scenetag_version": __version__,
+        "limits": {"max_upload_mb": limits.max_upload_mb, "max_files": limits.max_files, "max_pixels": limits.max_pixels},
+    }
+
+
+async def read_uploads(files: list[UploadFile], limits: ServeLimits) -> list | JSONResponse:
+    """``(name, decoded image)`` per upload, or the error response (413 too many / too large, 422 not an image)."""
     max_bytes = int(limits.max_upload_mb * 2**20)
-    app = FastAPI(title="scenetag", version=__version__, description="Multi-label scene tagging")
-    started = time.time()
+    if len(files) > limits.max_files:
+        return JSONResponse({"detail": f"{len(files)} files sent; at most {limits.max_files} per request"}, status_code=413)
+    images, total = [], 0
+    for i, f in enumerate(files):
+        name = (f.filename or f"file{i + 1}")[:200]  # the client's filename is only echoed back, never used as a path
+        data = await f.read(max_bytes + 1)
+        total += len(data)
+        if total > max_bytes:
+            return JSONResponse({"detail": f"upload over the {limits.max_upload_mb:g} MB limit"}, status_code=413)
+        try:
+            images.append((name, await run_in_threadpool(decode_image, data, name, limits.max_pixels)))
+        except DataError as e:
+            return JSONResponse({"detail": str(e), "file": name}, status_code=422)
+    return images if images else JSONResponse({"detail": "no files"}, status_code=422)
+
+
+def _body_limit(app: FastAPI, limits: ServeLimits) -> None:
+    """Refuse a declared Content-Length over the limit before reading the body."""
+    max_bytes = int(limits.max_upload_mb * 2**20)
 
     @app.middleware("http")
     async def limit_body(request: Request, call_next):
@@ -82,44 +113,32 @@ def create_app(model_path: Path | str, limits: ServeLimits | None = None) -> Fas
                 return JSONResponse({"detail": f"request body over the {limits.max_upload_mb:g} MB limit"}, status_code=413)
         return await call_next(request)
 
+
+def create_app(model_path: Path | str, limits: ServeLimits | None = None) -> FastAPI:
+    """The FastAPI app serving one model."""
+    limits = limits or ServeLimits()
+    predictor = Predictor(model_path, num_workers=0, max_pixels=limits.max_pixels)
+    # Decoding and inference run in worker threads (the event loop stays free for /health and
+    # uploads); the lock lets one inference run at a time, so it gets all the cores.
+    lock = threading.Lock()
+    app = FastAPI(title="scenetag", version=__version__, description="Multi-label scene tagging")
+    started = time.time()
+    _body_limit(app, limits)
+
     @app.get("/health")
     def health() -> dict:
         return {"status": "ok", "uptime_s": round(time.time() - started, 1)}
 
     @app.get("/model")
-    def model_info() -> dict:
-        meta = predictor.meta
-        return {
-            "classes": predictor.classes,
-            "thresholds": predictor.thresholds.tolist(),
-            "backbone": meta.get("backbone"),
-            "preprocessing": meta.get("preprocessing"),
-            "metrics": meta.get("metrics", {}),
-            "tta": predictor.tta,
-            "model_file": Path(model_path).name,
-            "engine": "onnxruntime" if str(model_path).endswith(".onnx") else "pytorch",
-            "scenetag_version": __version__,
-            "limits": {"max_upload_mb": limits.max_upload_mb, "max_files": limits.max_files, "max_pixels": limits.max_pixels},
-        }
+    def model() -> dict:
+        return model_info(predictor, model_path, limits)
 
     @app.post("/predict")
     async def predict(files: list[UploadFile]) -> JSONResponse:
-        if len(files) > limits.max_files:
-            return JSONResponse({"detail": f"{len(files)} files sent; at most {limits.max_files} per request"}, status_code=413)
-        images, total = [], 0
-        for i, f in enumerate(files):
-            # The client's filename is only echoed back, never used as a path.
-            name = (f.filename or f"file{i + 1}")[:200]
-            data = await f.read(max_bytes + 1)
-            total += len(data)
-            if total > max_bytes:
-                return JSONResponse({"detail": f"upload over the {limits.max_upload_mb:g} MB limit"}, status_code=413)
-            try:
-                images.append((name, await run_in_threadpool(decode_image, data, name, limits.max_pixels)))
-            except DataError as e:
-                return JSONResponse({"detail": str(e), "file": name}, status_code=422)
-        if not images:
-            return JSONResponse({"detail": "no files"}, status_code=422)
+        images = await read_uploads(files, limits)
+        if isinstance(images, JSONResponse):
+            return images
+
         def locked_predict():
             with lock:
                 return predictor.predict(images)
@@ -134,11 +153,26 @@ def create_app(model_path: Path | str, limits: ServeLimits | None = None) -> Fas
     return app
 
 
-def serve(model_path: Path | str, host: str = "127.0.0.1", port: int = 8000, limits: ServeLimits | None = None) -> None:
-    """Run the app with uvicorn (blocking)."""
+def listen(host: str, port: int) -> socket.socket:
+    """A bound, listening socket, or a one-line error (busy port, unknown address, no permission)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=128)
+    except OSError as e:
+        raise UsageError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+
+
+def serve(model_path: Path | str, host: str = "127.0.0.1", port: int = 8000, limits: ServeLimits | None = None, on_ready: Callable[[str], None] | None = None) -> None:
+    """Load the model, bind the port, then serve with uvicorn (blocking); ``on_ready(url)`` once both worked."""
     import uvicorn
 
     limits = limits or ServeLimits()
     app = BodyTimeout(create_app(model_path, limits), limits.body_timeout_s)
-    log.info("serving %s on http://%s:%d", model_path, host, port)
-    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_keep_alive=5)
+    sock = listen(host, port)
+    bound_port = sock.getsockname()[1]
+    url = f"http://[{host}]:{bound_port}/" if ":" in host else f"http://{host}:{bound_port}/"
+    log.info("serving %s on %s", model_path, url)
+    if on_ready:
+        on_ready(url)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_keep_alive=5))
+    server.run(sockets=[sock])
