@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from scenetag.data import load_dataset
 from scenetag.workflows.ensemble import make_ensemble
 from scenetag.metrics import METRIC_KEYS, multilabel_metrics, tune_thresholds
 from scenetag.infer.predictor import Predictor
+from scenetag.io import atomic_write_json
 from scenetag.runs import RunDir
 
 
@@ -46,6 +48,11 @@ def fold_probs(fold: RunDir, ds, split: dict, which: str) -> np.ndarray:
     probs = Predictor(fold.best).dataset_probabilities(ds.subset(split[which]))
     np.save(cached, probs)
     return probs
+
+
+def stats(rows: list[dict]) -> dict:
+    """Mean and (population) std over folds of every metric, as cv.json has them."""
+    return {"mean": {k: float(np.mean([r[k] for r in rows])) for k in METRIC_KEYS}, "std": {k: float(np.std([r[k] for r in rows])) for k in METRIC_KEYS}, "k": len(rows)}
 
 
 def summarise(rows: list[dict]) -> str:
@@ -95,6 +102,13 @@ def main() -> None:
     print(f"ensemble {[str(r) for r in args.runs]} weights {np.round(w, 3).tolist()}: {summarise(ens)}")
     if oracle:
         print(f"ceiling (thresholds tuned on the test folds themselves, not a result): {summarise(oracle)}")
+    out = runs[0] / ("ensemble_cv_checkpoint.json" if args.checkpoint else "ensemble_cv.json")
+    atomic_write_json(out, {
+        "runs": [str(r) for r in args.runs], "weights": np.round(w, 6).tolist(), "checkpoint": args.checkpoint, "seconds": round(time.time() - t0, 1),
+        "members": {str(r): stats(single[r]) for r in args.runs}, "ensemble": stats(ens), "ceiling": stats(oracle) if oracle else None,
+        "command": "python bench/ensemble_cv.py " + " ".join(sys.argv[1:]),
+    })  # fmt: skip
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ with flip TTA.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,11 +24,12 @@ def main() -> None:
     ap.add_argument("--data", default="../shared/data/miml-scene")
     ap.add_argument("-n", type=int, default=320)
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--json", type=Path, default=None, help="also write the figures here (docs/figures/predict_speed.json feeds the README)")
     args = ap.parse_args()
 
-    from scenetag.data import open_image
+    from scenetag.data.images import open_image
     from scenetag.infer.export import export_onnx
-    from scenetag.infer.onnx import load_onnx
+    from scenetag.infer.onnx import INPUT, load_onnx
     from scenetag.infer.predictor import Predictor, expand_paths
     from scenetag.data.preprocessing import Preprocessing
     from scenetag.data.transforms import eval_tensor
@@ -41,10 +43,10 @@ def main() -> None:
         pp = Preprocessing.from_dict(meta["preprocessing"])
         x = torch.stack([eval_tensor(open_image(p), pp) for p in paths]).numpy()
         bs = args.batch_size
-        sess.run(None, {"images": x[:bs]})  # warm-up
+        sess.run(None, {INPUT: x[:bs]})  # warm-up
         t = time.perf_counter()
         for s in range(0, len(x), bs):
-            sess.run(None, {"images": x[s : s + bs]})
+            sess.run(None, {INPUT: x[s : s + bs]})
         model_only = len(x) / (time.perf_counter() - t)
         print(f"images: {len(paths)} JPEGs from {args.data}, batch {bs}, {torch.get_num_threads()} threads")
         print(f"model only, ONNX Runtime, pre-decoded tensors:       {model_only:7.1f} img/s")
@@ -61,6 +63,14 @@ def main() -> None:
                 print(f"end to end, {label:<24} TTA {'on ' if tta else 'off'}:  {rate:7.1f} img/s")
         onnx_e2e = [r for r in rows if r[0] == "ONNX Runtime" and not r[1]][0][2]
         print(f"end-to-end ONNX / model-only ONNX = {onnx_e2e / model_only:.2f} (target >= 0.8)")
+    if args.json:
+        from scenetag.io import atomic_write_json
+
+        atomic_write_json(args.json, {
+            "model": str(args.model), "images": len(paths), "batch": bs, "threads": torch.get_num_threads(), "model_only_onnx": round(model_only, 1),
+            "end_to_end": [{"engine": label, "tta": tta, "img_per_s": round(rate, 1)} for label, tta, rate in rows],
+            "command": "python bench/predict_speed.py " + " ".join(sys.argv[1:]),
+        })  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -67,6 +68,7 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=400, help="images to use (0 = all); the uncached run is slow")
     ap.add_argument("--views", default="[orig, flip, crop, crop_flip]")
     ap.add_argument("--epochs", type=int, default=2, help="epochs per phase (the first is warm-up)")
+    ap.add_argument("--json", type=Path, default=None, help="also write the figures here (docs/figures/train_speed.json feeds the README)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp:
@@ -78,6 +80,11 @@ def main() -> None:
         c, u = steady(cached[ph]), steady(uncached[ph])
         print(f"{ph:<12}{c:>16.1f}{u:>18.1f}{u / max(c, 1e-9):>9.1f}x   {cached[ph][0]:.1f} / {uncached[ph][0]:.1f}")
     print(f"whole run incl. caching pass and evaluation: cached {t_cached:.0f}s, uncached {t_uncached:.0f}s")
+    if args.json:
+        from scenetag.io import atomic_write_json
+
+        phases = {ph: {"cached_s_per_epoch": round(steady(cached[ph]), 2), "uncached_s_per_epoch": round(steady(uncached[ph]), 2), "speedup": round(steady(uncached[ph]) / max(steady(cached[ph]), 1e-9), 1)} for ph in cached}
+        atomic_write_json(args.json, {"images": args.limit or "all", "views": args.views, "epochs_per_phase": args.epochs, "phases": phases, "whole_run_s": {"cached": round(t_cached), "uncached": round(t_uncached)}, "command": "python bench/train_speed.py " + " ".join(sys.argv[1:])})
 
 
 if __name__ == "__main__":

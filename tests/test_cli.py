@@ -56,10 +56,21 @@ def test_run_command_explores_trains_evaluates_then_reuses(synth_dir, tmp_path, 
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "60 images, 5 classes" in out and "samples_f1" in out
-    for f in ["explore/report.html", "best.pt", "evaluation/report.html", "evaluation/metrics.json"]:
+    for f in ["explore/report.html", "best.pt", "evaluation/report.html", "evaluation/metrics.json", "run.json"]:
         assert (tmp_path / "r" / f).is_file(), f
+    import json
+
+    first = json.loads((tmp_path / "r" / "run.json").read_text())
+    evaluated = json.loads((tmp_path / "r" / "evaluation" / "metrics.json").read_text())
+    assert not first["reused"] and first["seconds"]["total"] >= first["seconds"]["train"] > 0
+    assert first["test"]["samples_f1"] == evaluated["samples_f1"] and first["test"]["n_images"] == evaluated["n_images"]
     assert main(args) == 0
     assert "already holds a finished run" in capsys.readouterr().out
+    assert json.loads((tmp_path / "r" / "run.json").read_text())["reused"]
+    # An interrupted run with other settings is refused, naming what differs.
+    (tmp_path / "r" / "result.json").unlink()
+    assert main(args[:-1] + ["train.phases=[{name: head, unfreeze: 0.0, epochs: 2, lr: 0.003, lr_mult: 1.0}]"]) == 2
+    assert "an interrupted run with another config (train.phases.0.epochs differ)" in capsys.readouterr().err
 
 
 def _one_line_error(capsys) -> str:

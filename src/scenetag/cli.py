@@ -202,30 +202,21 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Main job of `make run`: exploration report, train (or reuse/resume), evaluation report of the test split."""
-    from .data.layouts import load_dataset
     from .runs import RunDir
-    from .train.recipe import train_or_resume
-    from .workflows.evaluate import evaluate_checkpoint
-    from .workflows.explore import explore
+    from .workflows.run import main_job
 
-    run = RunDir(args.out)
-    cfg = _load_cfg(args)
-    ds = load_dataset(cfg.data.path, cfg.data.labels, cfg.data.format)
-    summary = explore(ds, run.explore, max_pixels=cfg.data.max_pixels)
-    print("\n".join(summary["text"]))
-    print(f"exploration report: {run.explore / 'report.html'}")
-    result = train_or_resume(cfg, run.path, progress=not args.quiet)
+    out = main_job(_load_cfg(args), Path(args.out), progress=not args.quiet, say=print)
+    result, evaluation = out["result"], out["evaluation"]
     if result.get("reused"):
-        print(f"{run} already holds a finished run with this config (remove it to retrain); its results:")
+        print(f"{args.out} already holds a finished run with this config (remove it to retrain); its results:")
     else:
         print(f"trained in {result['train_seconds']:.0f}s")
-    if "test" in result["metrics"]:
-        m = evaluate_checkpoint(run.best, run.evaluation, data=run.path, split="test", progress=not args.quiet)
-        _print_metrics(m, "test split, evaluated from the images (tuned per-label thresholds)")
-        print(f"evaluation report: {run.evaluation / 'report.html'}")
+    if evaluation:
+        _print_metrics(evaluation, "test split, evaluated from the images (tuned per-label thresholds)")
+        print(f"evaluation report: {RunDir(args.out).evaluation / 'report.html'}")
     else:
         _print_result(result)
-    print(f"run folder: {run} (best.pt, metrics.csv, curves.png)")
+    print(f"run folder: {args.out} (best.pt, metrics.csv, curves.png, run.json)")
     return EXIT_OK
 
 

@@ -78,6 +78,11 @@ class RunDir:
         return self.path / "test_predictions.csv"
 
     @property
+    def summary(self) -> Path:
+        """What ``scenetag run`` did: seconds per step, test metrics."""
+        return self.path / "run.json"
+
+    @property
     def cache(self) -> Path:
         return self.path / "cache"
 

@@ -1,0 +1,48 @@
+"""``scenetag run`` / ``make run``: explore the data, train (or reuse / resume the run), evaluate the test part.
+
+Writes ``RUN/run.json``: how long each step took and the test metrics, so the
+README's figures can be regenerated from a run folder (``bench/readme_figures.py``).
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+from ..config import Config
+from ..data.layouts import load_dataset
+from ..io import atomic_write_json
+from ..metrics import METRIC_KEYS
+from ..runs import RunDir
+from ..train.recipe import train_or_resume
+from .evaluate import evaluate_checkpoint
+from .explore import explore
+
+Say = Callable[[str], None]
+
+
+def main_job(cfg: Config, run_dir, progress: bool = True, say: Say = lambda line: None) -> dict[str, Any]:
+    """Explore, train or reuse, evaluate; ``say`` receives the lines a person wants to see as each step ends."""
+    run = RunDir(run_dir)
+    seconds: dict[str, float] = {}
+    t0 = time.time()
+    ds = load_dataset(cfg.data.path, cfg.data.labels, cfg.data.format)
+    summary = explore(ds, run.explore, max_pixels=cfg.data.max_pixels)
+    seconds["explore"] = time.time() - t0
+    say("\n".join(summary["text"]) + f"\nexploration report: {run.explore / 'report.html'}")
+    t1 = time.time()
+    result = train_or_resume(cfg, run.path, progress=progress)
+    seconds["train"] = time.time() - t1
+    evaluation = None
+    if "test" in result["metrics"]:
+        t2 = time.time()
+        evaluation = evaluate_checkpoint(run.best, run.evaluation, data=run.path, split="test", progress=progress)
+        seconds["evaluate"] = time.time() - t2
+    seconds["total"] = time.time() - t0
+    record = {
+        "reused": bool(result.get("reused")),
+        "seconds": {k: round(v, 1) for k, v in seconds.items()},
+        "train_seconds": result.get("train_seconds"),
+        "test": {k: evaluation[k] for k in METRIC_KEYS} | {"n_images": evaluation["n_images"]} if evaluation else None,
+    }
+    atomic_write_json(run.summary, record)
+    return {"result": result, "evaluation": evaluation, "record": record}
