@@ -93,3 +93,87 @@ def test_cli_write_failure_is_a_clear_error(trained_run, tmp_path, monkeypatch, 
     err = capsys.readouterr().err
     assert message in err and "m.onnx" in err and "Traceback" not in err
     assert not list(tmp_path.iterdir())
+
+
+# --------------------------------------------------------------------------- data loss (hardening round 2)
+
+
+def test_synth_refuses_a_folder_with_files(synth_dir, tmp_path, capsys):
+    import shutil
+
+    from scenetag.cli import main
+
+    data = tmp_path / "data"
+    shutil.copytree(synth_dir, data)
+    before = (data / "labels.json").read_bytes()
+    assert main(["synth", str(data), "-n", "3"]) == 2
+    assert "not empty" in capsys.readouterr().err and (data / "labels.json").read_bytes() == before
+    assert main(["synth", str(data / "new"), "-n", "3"]) == 0  # an empty or new folder is fine
+    assert main(["synth", str(data), "-n", "3", "--force"]) == 0
+
+
+def test_finished_run_without_last_pt_is_not_retrained(trained_run, tmp_path):
+    import shutil
+
+    from scenetag.errors import ConfigError
+
+    cfg, run, _ = trained_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    (copy / "last.pt").unlink()  # 47 MB, only needed to resume: a natural thing to delete
+    best = (copy / "best.pt").read_bytes()
+    with pytest.raises(ConfigError, match="already holds a finished run"):
+        train(cfg, copy, progress=False)
+    assert (copy / "best.pt").read_bytes() == best
+
+
+def test_a_second_training_into_the_same_folder_is_refused(synth_dir, tmp_path):
+    from scenetag.errors import UsageError
+
+    run = tmp_path / "run"
+    run.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (run / ".lock").write_text(f"{holder.pid}\n")
+        with pytest.raises(UsageError, match=f"in use by another scenetag process \\(PID {holder.pid}\\)"):
+            train(tiny_cfg(synth_dir), run, progress=False)
+        assert sorted(p.name for p in run.iterdir()) == [".lock"]  # nothing written
+    finally:
+        holder.kill()
+        holder.wait()
+    # The holder is gone: its lock is stale and taken over (then released).
+    from scenetag.runs import RunDir, locked
+
+    with locked(RunDir(run)):
+        assert (run / ".lock").read_text().strip() == str(os.getpid())
+    assert not (run / ".lock").exists()
+
+
+def test_a_run_remembers_its_data_and_notices_other_data(trained_run, tmp_path, monkeypatch):
+    import shutil
+
+    import yaml
+
+    from scenetag.config import load_config, with_absolute_paths
+    from scenetag.errors import DataError
+    from scenetag.train.rundata import load_run_parts
+
+    cfg, run, _ = trained_run
+    assert Path(load_config(run / "config.yaml").data.path).is_absolute()
+    monkeypatch.chdir(tmp_path)
+    assert with_absolute_paths(load_config(None, ["data.path=data"])).data.path == str(tmp_path / "data")
+    # Another folder at the run's data path (here: the same images, one label changed) is refused.
+    data = tmp_path / "data"
+    shutil.copytree(cfg.data.path, data)
+    lines = (data / "labels.json").read_text().splitlines()
+    lines[0] = lines[0].replace("-1", "1", 1) if "-1" in lines[0] else lines[0].replace("1", "-1", 1)
+    (data / "labels.json").write_text("\n".join(lines) + "\n")
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    saved = yaml.safe_load((copy / "config.yaml").read_text())
+    saved["data"]["path"] = str(data)
+    (copy / "config.yaml").write_text(yaml.safe_dump(saved))
+    with pytest.raises(DataError, match=f"{data}: not the data .* was trained on"):
+        load_run_parts(copy)
+    shutil.copy(Path(cfg.data.path) / "labels.json", data / "labels.json")
+    assert len(load_run_parts(copy)["test"]) == len(load_run_parts(run)["test"])

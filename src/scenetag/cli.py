@@ -108,7 +108,7 @@ def _print_predictions(results: list, classes: list[str]) -> None:
 def cmd_synth(args: argparse.Namespace) -> int:
     from .data.synth import make_synthetic
 
-    out = make_synthetic(Path(args.dir), n=args.n, seed=args.seed)
+    out = make_synthetic(Path(args.dir), n=args.n, seed=args.seed, force=args.force)
     print(f"wrote {args.n} synthetic scenes to {out}")
     return EXIT_OK
 
@@ -315,6 +315,7 @@ def _add_data_commands(sub) -> None:
     p.add_argument("dir", help="folder to write (original/<n>.jpg + labels.json)")
     p.add_argument("-n", type=_bounded(int, 1, 100_000), default=200, help="number of images (default: %(default)s)")
     p.add_argument("--seed", type=_bounded(int, 0, 2**32 - 1), default=0, help="drawing seed (default: %(default)s)")
+    p.add_argument("--force", action="store_true", help="write into a folder that already holds files (its images and labels.json are replaced)")
     _common(p, quiet=False)
     p.set_defaults(func=cmd_synth)
 

@@ -259,7 +259,20 @@ def changed_keys(run_config: Path | str, path: Path | str | None, overrides: lis
     saved = load_config(run_config)
     if path is None and not overrides and preset == "default":
         return []
-    return config_diff(saved, load_config(path, overrides, preset, base=saved))
+    return config_diff(saved, with_absolute_paths(load_config(path, overrides, preset, base=saved)))
+
+
+def with_absolute_paths(cfg: Config) -> Config:
+    """A copy whose file paths do not depend on the current folder (a run folder can be used from anywhere)."""
+    out = cfg.model_copy(deep=True)
+    out.data.path = str(Path(out.data.path).absolute())
+    if out.data.labels:
+        out.data.labels = str(Path(out.data.labels).absolute())
+    if out.train.cache_dir:
+        out.train.cache_dir = str(Path(out.train.cache_dir).absolute())
+    if out.model.weights not in ("default", "none"):
+        out.model.weights = str(Path(out.model.weights).absolute())
+    return out
 
 
 def config_to_yaml(cfg: Config) -> str:

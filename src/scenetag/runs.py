@@ -6,8 +6,13 @@ holds one run folder per fold plus ``cv.json``.
 """
 from __future__ import annotations
 
+import contextlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
+
+from .errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,11 @@ class RunDir:
     @property
     def split(self) -> Path:
         return self.path / "split.json"
+
+    @property
+    def data_identity(self) -> Path:
+        """Where the run's data was (absolute) and its fingerprint, checked whenever the run's images are read again."""
+        return self.path / "data.json"
 
     # what it produced
     @property
@@ -114,8 +124,61 @@ class RunDir:
     def ensemble(self) -> Path:
         return self.path / "ensemble.pt"
 
+    @property
+    def lock_file(self) -> Path:
+        return self.path / ".lock"
+
     def is_finished(self) -> bool:
         return self.result.is_file()
 
     def is_started(self) -> bool:
         return self.last.is_file()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
+@contextlib.contextmanager
+def locked(run: RunDir) -> Iterator[RunDir]:
+    """Hold ``RUN/.lock`` (holding this process's PID) while writing into a run folder.
+
+    A second process aiming at the same folder gets a clear error instead of
+    interleaving files; a lock left by a process that no longer exists is taken over.
+    """
+    created = not run.path.exists()
+    run.path.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        try:
+            fd = os.open(run.lock_file, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            break
+        except FileExistsError:
+            try:
+                pid = int(run.lock_file.read_text().strip() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid and pid != os.getpid() and _pid_alive(pid):
+                raise UsageError(f"{run} is in use by another scenetag process (PID {pid}); wait for it or use another --out") from None
+            if pid == os.getpid():
+                yield run  # re-entrant: this process already holds it (e.g. run -> train)
+                return
+            with contextlib.suppress(FileNotFoundError):
+                run.lock_file.unlink()  # stale: its process is gone
+    else:
+        raise UsageError(f"{run}: could not take the run folder's lock ({run.lock_file})")
+    try:
+        os.write(fd, f"{os.getpid()}\n".encode())
+        os.close(fd)
+        yield run
+    finally:
+        with contextlib.suppress(OSError):
+            if run.lock_file.read_text().strip() == str(os.getpid()):
+                run.lock_file.unlink()
+            if created and not any(run.path.iterdir()):
+                run.path.rmdir()  # refused before writing anything: leave no empty folder behind

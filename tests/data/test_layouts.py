@@ -38,13 +38,59 @@ Y = (np.array(ROWS) == 1).astype(np.uint8)
 
 def test_miml_layout_numeric_order(tmp_path):
     # 10.jpg must come after 2.jpg: numeric, not lexicographic order.
-    names = ["1.jpg", "2.jpg", "3.jpg", "10.jpg", "11.jpg"]
-    root = _miml(tmp_path, ROWS, names)
+    names = [f"{i}.jpg" for i in range(1, 12)]
+    rows = (ROWS * 3)[:11]
+    root = _miml(tmp_path, rows, names)
     ds = load_dataset(root)
     assert [p.name for p in ds.paths] == names
     assert ds.classes == MIML_CLASSES
-    np.testing.assert_array_equal(ds.labels, Y)
+    np.testing.assert_array_equal(ds.labels, (np.array(rows) == 1).astype(np.uint8))
     assert ds.label_names(0) == ["desert", "sunset"]
+
+
+def test_numbered_images_with_a_gap_need_a_table_that_agrees(tmp_path):
+    """20.jpg renamed 41.jpg (same count) would shift the labels of every later image by one line."""
+    root = _miml(tmp_path / "gap", ROWS, ["1.jpg", "2.jpg", "4.jpg", "5.jpg", "6.jpg"])
+    with pytest.raises(DataError, match=r"names are not 1..N \(4.jpg stands where 3.jpg would\); add a labels table"):
+        load_dataset(root)
+    # A table naming each image settles the order (the default data has gaps: 400 images are held out).
+    table = "image,desert,mountains,sea,sunset,trees\n" + "".join(f"{n},{','.join(str(int(v == 1)) for v in r)}\n" for n, r in zip(["1.jpg", "2.jpg", "4.jpg", "5.jpg", "6.jpg"], ROWS))
+    (root / "labels.csv").write_text(table)
+    np.testing.assert_array_equal(load_dataset(root).labels, Y)
+    (root / "labels.csv").write_text(table.replace("4.jpg,0,0,1,1,0", "4.jpg,1,0,0,0,0"))
+    with pytest.raises(DataError, match="4.jpg: its line in labels.json disagrees with labels.csv"):
+        load_dataset(root)
+    root = _miml(tmp_path / "named", ROWS, ["1.jpg", "2.jpg", "3.jpg", "4.jpg", "x.jpg"])
+    with pytest.raises(DataError, match="x.jpg is not a number"):
+        load_dataset(root)
+    assert len(load_dataset(_miml(tmp_path / "zero", ROWS, [f"{i}.jpg" for i in range(5)]))) == 5  # 0..N-1 is fine
+
+
+def test_several_label_files_need_a_choice(tmp_path):
+    _make_images(tmp_path, ["a.jpg", "b.jpg"])
+    (tmp_path / "train.csv").write_text("image,sea\na.jpg,1\n")
+    (tmp_path / "test.csv").write_text("image,sea\nb.jpg,0\n")
+    with pytest.raises(DataError, match=r"several possible labels files \(test.csv, train.csv\); choose one with --labels"):
+        load_dataset(tmp_path)
+    assert len(load_dataset(tmp_path, labels=tmp_path / "train.csv")) == 1
+
+
+def test_classes_file_is_honoured_by_csv_layouts(tmp_path):
+    _make_images(tmp_path, ["a.jpg", "b.jpg", "c.jpg"])
+    (tmp_path / "classes.txt").write_text("mountains\nsea\n")
+    (tmp_path / "labels.csv").write_text("filename,labels\na.jpg,sea\nb.jpg,mountian\nc.jpg,mountains\n")
+    with pytest.raises(DataError, match=r"labels.csv, line 3: unknown class 'mountian'"):
+        load_dataset(tmp_path)
+    (tmp_path / "labels.csv").write_text("image,mountains,sae\na.jpg,0,1\n")
+    with pytest.raises(DataError, match=r"unknown class column\(s\) \['sae'\]"):
+        load_dataset(tmp_path)
+
+
+def test_same_file_twice_in_a_csv_is_refused(tmp_path):
+    _make_images(tmp_path, ["1.jpg", "2.jpg"])
+    (tmp_path / "labels.csv").write_text("image,sea\n1.jpg,1\n2.jpg,0\n./1.jpg,0\n")
+    with pytest.raises(DataError, match=r"line 4: './1.jpg' is the same image file as line 2"):
+        load_dataset(tmp_path)
 
 
 def test_miml_single_json_array_and_classes_file(tmp_path):

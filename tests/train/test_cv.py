@@ -27,3 +27,19 @@ def test_cross_validation_covers_every_image_once(synth_dir, tmp_path):
     assert again["mean"] == cv["mean"]
 
 
+
+
+def test_folds_of_another_experiment_are_not_mixed_in(synth_dir, tmp_path):
+    from scenetag.errors import ConfigError
+
+    cfg = tiny_cfg(synth_dir)
+    cfg.train.phases = cfg.train.phases[:1]
+    cfg.train.phases[0].lr = 0.003
+    cfg.train.phases[0].epochs = 1
+    cross_validate(cfg, tmp_path / "cv", k=2, progress=False)
+    other = cfg.model_copy(deep=True)
+    other.train.mixup = 0.0
+    with pytest.raises(ConfigError, match="fold1 holds a finished fold of another experiment \\(train.mixup differ\\)"):
+        cross_validate(other, tmp_path / "cv", k=2, progress=False)
+    with pytest.raises(ConfigError, match="another split"):
+        cross_validate(cfg, tmp_path / "cv", k=3, progress=False)

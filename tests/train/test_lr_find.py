@@ -62,3 +62,35 @@ def test_lr_find_command(synth_dir, tmp_path, capsys):
     data = json.loads((tmp_path / "lr" / "lr_find_1_head.json").read_text())
     assert 1e-5 <= data["used"] <= 3e-2 and len(data["lrs"]) == len(data["losses"]) >= 5
     assert (tmp_path / "lr" / "lr_find_1_head.png").stat().st_size > 5000
+
+
+def test_finder_without_a_batch_of_two_is_an_error(synth_dir, tmp_path):
+    import pytest
+
+    from scenetag.errors import TrainingError
+    from scenetag.train.recipe import train
+
+    from ..conftest import tiny_cfg
+
+    # batch_size 1: every batch has one image, which BatchNorm cannot train on (this looped forever before).
+    with pytest.raises(TrainingError, match="no training batch of at least 2 images"):
+        train(tiny_cfg(synth_dir, **{"train.batch_size": 1}), tmp_path / "r", progress=False)
+
+
+def test_diverging_loss_is_an_error_naming_the_phase():
+    import pytest
+
+    from scenetag.errors import TrainingError
+
+    model = build_model("test_efficientnet", "none", 5, "reference", 0.5, quiet=True)
+    k = len(model.pieces())
+    model.freeze_until(k)
+    opt = make_optimizer(discriminative_groups(model, k, 1e-3, 1.0), load_config())
+
+    def batches():
+        while True:
+            yield torch.randn(4, model.num_features), torch.ones(4, 5)
+
+    nan_loss = lambda out, y: out.sum() * float("nan")  # noqa: E731
+    with pytest.raises(TrainingError, match="LR finder: the loss was not finite"):
+        lr_find(model, opt, batches(), nan_loss, forward=lambda z: model.forward_from(k, z), steps=20)

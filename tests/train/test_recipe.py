@@ -104,7 +104,7 @@ def test_select_by_val_loss_keeps_the_lowest_loss_epoch(trained_run, synth_dir, 
 
 def test_existing_run_is_not_overwritten(trained_run):
     cfg, run, _ = trained_run
-    with pytest.raises(ConfigError, match="already holds a run"):
+    with pytest.raises(ConfigError, match="already holds a (finished )?run"):
         train(cfg, run, progress=False)
 
 
@@ -124,3 +124,12 @@ def test_without_val_the_last_epoch_of_the_last_phase_is_kept(synth_dir, tmp_pat
     assert len(cv["folds"]) == 2 and all(not json.loads((tmp_path / "cv" / f"fold{i}" / "split.json").read_text())["val"] for i in (1, 2))
 
 
+
+
+def test_diverging_run_stops_with_one_line(synth_dir, tmp_path):
+    from scenetag.errors import TrainingError
+
+    cfg = tiny_cfg(synth_dir, **{"train.lr_find": "false", "train.weight_decay": 1e30,
+                                 "train.phases": "[{name: head, unfreeze: 0.0, epochs: 3, lr: 1.0e+6, lr_mult: 1.0}]"})  # fmt: skip
+    with pytest.raises(TrainingError, match=r"head \d/3: the training loss became (nan|inf)"):
+        train(cfg, tmp_path / "r", progress=False)

@@ -1,6 +1,7 @@
 """The in-memory data set: image paths, class names and a 0/1 label matrix."""
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -46,6 +47,20 @@ class MultiLabelDataset:
         """Names of the positive labels of image ``i``."""
         return [c for c, v in zip(self.classes, self.labels[i]) if v]
 
+
+
+def fingerprint(ds: MultiLabelDataset) -> str:
+    """Identifies a data set's content: image names (relative to its root), file sizes, classes and labels."""
+    h = hashlib.sha256()
+    for p in ds.paths:
+        try:
+            name = str(p.relative_to(ds.root))
+        except ValueError:
+            name = str(p)
+        h.update(f"{name}:{p.stat().st_size}\n".encode())
+    h.update(("|".join(ds.classes)).encode())
+    h.update(np.ascontiguousarray(ds.labels, dtype=np.uint8).tobytes())
+    return h.hexdigest()[:16]
 
 
 def label_stats(ds: MultiLabelDataset) -> dict:

@@ -108,7 +108,11 @@ def parse_labels_json(path: Path, n_classes: int | None = None) -> np.ndarray:
 
 def read_classes_file(path: Path) -> tuple[str, ...]:
     """Class names, one per line (or comma separated)."""
-    names = [n.strip() for n in re.split(r"[\n,]", path.read_text(encoding="utf-8")) if n.strip()]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: cannot read the class names as UTF-8 text ({e})") from None
+    names = [n.strip() for n in re.split(r"[\n,]", text) if n.strip()]
     if not names:
         raise DataError(f"{path}: no class names")
     if len(set(names)) != len(names):
@@ -123,13 +127,18 @@ def _find_image_dir(root: Path) -> Path:
     return root
 
 
+def classes_file(root: Path) -> Path | None:
+    """The data set's list of class names (``classes.txt``), if it has one."""
+    return next((root / name for name in ("classes.txt", "classes") if (root / name).is_file()), None)
+
+
 def _classes_for(root: Path, n: int) -> tuple[str, ...]:
-    for name in ("classes.txt", "classes"):
-        if (root / name).is_file():
-            classes = read_classes_file(root / name)
-            if len(classes) != n:
-                raise DataError(f"{root / name}: lists {len(classes)} classes but the labels have {n}")
-            return classes
+    named = classes_file(root)
+    if named is not None:
+        classes = read_classes_file(named)
+        if len(classes) != n:
+            raise DataError(f"{named}: lists {len(classes)} classes but the labels have {n}")
+        return classes
     if n == len(MIML_CLASSES):
         return MIML_CLASSES
     return tuple(f"class_{i}" for i in range(n))
@@ -144,7 +153,42 @@ def load_miml(root: Path, labels: Path | None = None, image_dir: Path | None = N
     y = parse_labels_json(labels)
     images = list_images(image_dir)
     _check_count(labels, len(y), image_dir, len(images))
+    check_numbered(images, y, labels, root)
     return MultiLabelDataset(tuple(images), _classes_for(root, y.shape[1]), y, root, source=f"miml:{labels}")
+
+
+def numbering_gap(images: list[Path]) -> str | None:
+    """Why the image names are not the numbers 1..N (or 0..N-1), or None when they are."""
+    if not all(p.stem.isdigit() for p in images):
+        bad = next(p for p in images if not p.stem.isdigit())
+        return f"{bad.name} is not a number"
+    numbers = [int(p.stem) for p in images]
+    start = 0 if numbers[0] == 0 else 1
+    for expected, (number, path) in enumerate(zip(numbers, images), start):
+        if number != expected:
+            return f"{path.name} stands where {expected}{path.suffix} would" if number > expected else f"{number} appears twice"
+    return None
+
+
+def check_numbered(images: list[Path], y: np.ndarray, labels: Path, root: Path) -> None:
+    """Label lines are matched to images by number: with a gap in the names (or a renamed file) every later label
+    would shift silently. Gaps are accepted only when a labels table naming each image (a CSV beside it) agrees."""
+    gap = numbering_gap(images)
+    if gap is None:
+        return
+    for table in sorted(root.glob("*.csv")):
+        try:
+            named = load_csv(table, image_dir=images[0].parent)
+        except DataError:
+            continue
+        by_path = {p.resolve(): row for p, row in zip(named.paths, named.labels)}
+        if set(by_path) != {p.resolve() for p in images}:
+            continue
+        for p, row in zip(images, y):
+            if not np.array_equal(by_path[p.resolve()], row):
+                raise DataError(f"{p}: its line in {labels.name} disagrees with {table.name} (names are not 1..N, so the order cannot be trusted)")
+        return
+    raise DataError(f"{images[0].parent}: {labels.name} lines are matched to the images by number, but the names are not 1..N ({gap}); add a labels table naming each image (CSV) or pass it with --labels")
 
 
 def _check_count(labels: Path, n_labels: int, image_dir: Path, n_images: int) -> None:
@@ -180,6 +224,7 @@ def load_mat(root: Path, mat: Path | None = None, image_dir: Path | None = None)
     image_dir = image_dir or _find_image_dir(root)
     images = list_images(image_dir)
     _check_count(mat, len(y), image_dir, len(images))
+    check_numbered(images, y, mat, root)
     return MultiLabelDataset(tuple(images), _classes_for(root, y.shape[1]), y, root, source=f"mat:{mat}")
 
 
@@ -243,6 +288,12 @@ def load_csv(csv_path: Path, image_dir: Path | None = None, classes: Sequence[st
             raise DataError(f"{csv_path}, line {lineno}: duplicate image {n!r} (first on line {seen[n]})")
         seen[n] = lineno
     paths = tuple(_resolve(image_dir, root, n) for n in names)
+    first: dict[Path, int] = {}
+    for lineno, p in enumerate(paths, 2):
+        key = p.resolve()
+        if key in first:
+            raise DataError(f"{csv_path}, line {lineno}: {names[lineno - 2]!r} is the same image file as line {first[key]} ({p.name})")
+        first[key] = lineno
     missing = [(lineno, p) for lineno, p in enumerate(paths, 2) if not p.is_file()]
     if missing:
         shown = "; ".join(f"line {ln}: {p}" for ln, p in missing[:5])
@@ -272,11 +323,13 @@ def detect_format(root: Path, labels: Path | None = None) -> str:
         suffix = labels.suffix.lower()
         return {".json": "miml", ".csv": "csv", ".mat": "mat"}.get(suffix, "csv" if suffix in (".txt", ".tsv") else "")
     if (root / "labels.json").is_file():
-        return "miml"
-    if any(root.glob("*.mat")):
-        return "mat"
-    if any(root.glob("*.csv")):
-        return "csv"
+        return "miml"  # the documented rule: labels.json first, whatever else the folder holds
+    for fmt, pattern in (("mat", "*.mat"), ("csv", "*.csv")):
+        found = sorted(root.glob(pattern))
+        if len(found) > 1:
+            raise DataError(f"{root}: several possible labels files ({', '.join(p.name for p in found)}); choose one with --labels FILE")
+        if found:
+            return fmt
     return ""
 
 
@@ -316,7 +369,8 @@ def load_dataset(
         ds = load_mat(root, labels_p)
     else:
         csv_path = labels_p or next(iter(sorted(root.glob("*.csv"))))
-        ds = load_csv(csv_path, image_dir=_find_image_dir(root))
+        named = classes_file(root)
+        ds = load_csv(csv_path, image_dir=_find_image_dir(root), classes=read_classes_file(named) if named else None)
     if warn_empty_classes:
         empty = [c for c, n in zip(ds.classes, ds.labels.sum(0)) if n == 0]
         if empty:

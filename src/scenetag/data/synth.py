@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from ..errors import DataError
 from ..io import atomic_write_text
 from .layouts import MIML_CLASSES
 
@@ -79,9 +80,16 @@ def draw_scene(y: np.ndarray, size: tuple[int, int], rng: np.random.Generator) -
     return Image.fromarray(np.clip(np.asarray(im, dtype=np.float64) + noise, 0, 255).astype(np.uint8))
 
 
-def make_synthetic(out: Path | str, n: int = 60, seed: int = 0, size: tuple[int, int] = (96, 64)) -> Path:
-    """Write ``n`` synthetic scenes as ``out/original/<i>.jpg`` + ``out/labels.json``; return ``out``."""
+def make_synthetic(out: Path | str, n: int = 60, seed: int = 0, size: tuple[int, int] = (96, 64), force: bool = False) -> Path:
+    """Write ``n`` synthetic scenes as ``out/original/<i>.jpg`` + ``out/labels.json``; return ``out``.
+
+    A folder that already holds files is refused (it may be someone's data set) unless ``force``.
+    """
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: exists and is not a folder")
+    if not force and out.is_dir() and any(out.iterdir()):
+        raise DataError(f"{out}: folder is not empty; synth would overwrite its images and labels (pass --force to write there anyway)")
     rng = np.random.default_rng(seed)
     (out / "original").mkdir(parents=True, exist_ok=True)
     lines = []

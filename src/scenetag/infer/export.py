@@ -3,7 +3,7 @@
 The ONNX file outputs probabilities (sigmoid applied) for a dynamic batch of
 preprocessed images and carries the checkpoint's metadata (classes,
 thresholds, preprocessing, backbone, metrics) as the ``scenetag`` metadata
-property, plus a JSON sidecar, so it can be used without torch.
+property, plus a JSON sidecar, so ONNX Runtime can run it without a torch model.
 """
 from __future__ import annotations
 

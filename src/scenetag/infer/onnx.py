@@ -1,7 +1,7 @@
 """Reading exported ONNX models: an ONNX Runtime session plus the metadata that travels inside the file.
 
-Only numpy and onnxruntime are needed here (no torch), so ONNX models can be
-served from a slim install.
+Only numpy and onnxruntime are needed here (no torch), a first step towards serving ONNX
+models from a slim install.
 """
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
 """Stratified K-fold cross-validation of the recipe: every metric as mean and std over folds."""
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import shutil
@@ -10,12 +9,13 @@ from typing import Any
 
 import numpy as np
 
-from ..config import Config
+from ..config import Config, config_diff, load_config, with_absolute_paths
 from ..data.layouts import load_dataset
-from ..data.splits import kfold_splits
+from ..data.splits import Split, kfold_splits
+from ..errors import ConfigError
 from ..io import atomic_write_json
 from ..metrics import METRIC_KEYS
-from ..runs import RunDir
+from ..runs import RunDir, locked
 from .recipe import train
 
 log = logging.getLogger(__name__)
@@ -40,19 +40,34 @@ def cross_validate(cfg: Config, out: Path | str, k: int = 5, progress: bool = Tr
     """
     out = RunDir(out)
     ds = load_dataset(cfg.data.path, cfg.data.labels, cfg.data.format)
-    cfg = copy.deepcopy(cfg)
+    cfg = with_absolute_paths(cfg)
     if not cfg.train.cache_dir:
-        cfg.train.cache_dir = str(out.cache)
+        cfg.train.cache_dir = str(out.cache.absolute())
     per_fold = []
-    for i, split in enumerate(kfold_splits(ds.labels, k, cfg.train.seed, cfg.data.val, cfg.data.test)):
-        fold = out.fold(i)
-        if fold.is_finished():
-            per_fold.append(json.loads(fold.result.read_text()))
-            continue
-        if fold.is_started():
-            shutil.rmtree(fold.path)  # an interrupted fold starts again (its cache, shared, is kept)
-        log.info("fold %d/%d: %d train, %d val, %d test", i + 1, k, len(split.train), len(split.val), len(split.test))
-        per_fold.append(train(cfg, fold.path, progress=progress, split=split, cache_all_images=True))
+    with locked(out):
+        for i, split in enumerate(kfold_splits(ds.labels, k, cfg.train.seed, cfg.data.val, cfg.data.test)):
+            per_fold.append(_fold(cfg, out, i, k, split, progress))
     summary = summarise_folds(k, per_fold)
     atomic_write_json(out.cv_summary, summary)
     return summary
+
+
+def check_finished_fold(fold: RunDir, cfg: Config, split: Split) -> None:
+    """A finished fold is reused only if it is this experiment's: same config (cache folder aside) and same split."""
+    differ = [key for key in config_diff(load_config(fold.config), cfg) if key != "train.cache_dir"]
+    if differ:
+        raise ConfigError(f"{fold} holds a finished fold of another experiment ({', '.join(differ)} differ); use another --out or remove it")
+    if Split.read(fold.split).as_dict() != split.as_dict():
+        raise ConfigError(f"{fold} holds a finished fold with another split (other data, K or seed); use another --out or remove it")
+
+
+def _fold(cfg: Config, out: RunDir, i: int, k: int, split: Split, progress: bool) -> dict[str, Any]:
+    """Fold ``i`` of ``k``: reused when finished (and this experiment's), else trained (again)."""
+    fold = out.fold(i)
+    if fold.is_finished():
+        check_finished_fold(fold, cfg, split)
+        return json.loads(fold.result.read_text())
+    if fold.is_started():
+        shutil.rmtree(fold.path)  # an interrupted fold starts again (its cache, shared, is kept)
+    log.info("fold %d/%d: %d train, %d val, %d test", i + 1, k, len(split.train), len(split.val), len(split.test))
+    return train(cfg, fold.path, progress=progress, split=split, cache_all_images=True)

@@ -114,7 +114,7 @@ def train_one_epoch(setup: TrainingSetup, boundary: int, optim: PhaseOptim, loss
         with autocast_ctx(t.amp, setup.device):
             loss = loss_fn(model.forward_from(boundary, x).float(), y)
         if not torch.isfinite(loss):
-            raise TrainingError(f"{desc}: the training loss became {float(loss)} (diverged); lower the LR or weight decay, or check the loss settings")
+            raise TrainingError(f"{desc}: the training loss became {float(loss.detach())} (diverged); lower the LR or weight decay, or check the loss settings")
         optim.scaler.scale(loss).backward()
         optim.scaler.step(optim.optimizer)
         optim.scaler.update()

@@ -8,10 +8,12 @@ A run is: prepare -> write the run files -> each phase -> curves -> finalize -> 
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -19,26 +21,30 @@ from typing import Any, Sequence
 from torch import nn
 
 from ..checkpoint import read_checkpoint
-from ..config import Config, config_diff, config_to_yaml, load_config
+from ..config import Config, config_diff, config_to_yaml, load_config, with_absolute_paths
+from ..data.dataset import MultiLabelDataset
+from ..data.layouts import load_dataset
 from ..data.splits import Split
 from ..errors import CheckpointError, ConfigError
 from ..io import atomic_write_json, atomic_write_text
 from ..report.figures import plot_training_curves
-from ..runs import RunDir
+from ..runs import RunDir, locked
 from .finalize import finalize
 from .loop import EpochCallback, find_lr, run_phase
 from .losses import make_loss
 from .saver import CheckpointSaver
 from .setup import TrainingSetup, phase_boundaries, prepare, versions
+from .rundata import check_data, record_data
 from .state import TrainState
 
 log = logging.getLogger(__name__)
 
 
-def write_run_files(cfg: Config, run: RunDir, split: Split) -> None:
-    """What the run is, written before training: config, versions, seed, split."""
+def write_run_files(cfg: Config, run: RunDir, split: Split, ds: MultiLabelDataset) -> None:
+    """What the run is, written before training: config, versions, seed, split, which data."""
     run.path.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run.config, config_to_yaml(cfg))
+    record_data(run, ds)
     atomic_write_json(run.versions, versions() | {"seed": cfg.train.seed})
     atomic_write_text(run.seed, f"{cfg.train.seed}\n")
     atomic_write_json(run.split, split.as_dict())
@@ -53,7 +59,7 @@ def load_resume(run: RunDir) -> tuple[Config, TrainState, Split]:
     """Config, training state and split of an interrupted run."""
     if not run.last.is_file():
         raise ConfigError(f"{run}: nothing to resume (no last.pt)")
-    cfg = load_config(run.config)
+    cfg = load_config(run.config)  # its paths are absolute (runs written before: relative to the current folder)
     payload = read_checkpoint(run.last)
     if "train_state" not in payload:
         raise CheckpointError(f"{run.last}: holds no training state, so the run cannot be resumed")
@@ -65,10 +71,19 @@ def load_resume(run: RunDir) -> tuple[Config, TrainState, Split]:
 
 def start_or_resume(cfg: Config | None, run: RunDir, resume: bool, split: Split | None) -> tuple[Config, TrainState, Split | None]:
     if resume:
+        if run.is_finished():
+            raise ConfigError(f"{run}: the run is finished ({run.result.name}); nothing to resume")
         return load_resume(run)
+    if run.is_finished():  # recognised by its result, so deleting last.pt (only for resuming) cannot expose best.pt
+        raise ConfigError(f"{run} already holds a finished run ({run.result.name}); pass another --out or remove it")
     if run.is_started():
         raise ConfigError(f"{run} already holds a run (last.pt); use --resume {run} or another --out")
     return cfg, TrainState(), split
+
+
+def _run_lock(run: RunDir):
+    """Rank 0 (or the only process) holds the run folder while training; the other ranks write nothing."""
+    return locked(run) if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext(run)
 
 
 def run_phases(setup: TrainingSetup, run: RunDir, state: TrainState, progress: bool, callbacks: Sequence[EpochCallback]) -> None:
@@ -90,13 +105,21 @@ def train(cfg: Config | None, run_dir: Path | str, resume: bool = False, progres
     ``cache_all_images`` caches every image so folds share one cache.
     """
     run = RunDir(run_dir)
-    cfg, state, split = start_or_resume(cfg, run, resume, split)
+    with _run_lock(run):
+        return _train_locked(cfg, run, resume, progress, split, cache_all_images, callbacks)
+
+
+def _train_locked(cfg: Config | None, run: RunDir, resume: bool, progress: bool, split: Split | None, cache_all_images: bool, callbacks: Sequence[EpochCallback]) -> dict[str, Any]:
+    cfg, state, split = start_or_resume(cfg if cfg is None else with_absolute_paths(cfg), run, resume, split)
     t_start = time.time()
-    setup = prepare(cfg, cache_dir_of(cfg, run), progress, split=split, cache_all_images=cache_all_images)
+    ds = load_dataset(cfg.data.path, cfg.data.labels, cfg.data.format)
+    if resume:
+        check_data(run, ds)
+    setup = prepare(cfg, cache_dir_of(cfg, run), progress, ds=ds, split=split, cache_all_images=cache_all_images)
     if resume:
         setup.model.load_state_dict(read_checkpoint(run.last)["state_dict"])
     elif setup.dist.is_main:
-        write_run_files(cfg, run, setup.split)
+        write_run_files(cfg, run, setup.split, setup.ds)
     run_phases(setup, run, state, progress, callbacks)
     if state.history and setup.dist.is_main:
         plot_training_curves(state.history, run.curves)
@@ -137,7 +160,7 @@ def train_or_resume(cfg: Config, run_dir: Path | str, progress: bool = True) -> 
     run = RunDir(run_dir)
     if not run.config.is_file() or not (run.is_started() or run.is_finished()):
         return train(cfg, run, progress=progress)
-    differ = config_diff(load_config(run.config), cfg)
+    differ = config_diff(load_config(run.config), with_absolute_paths(cfg))
     state = "a finished" if run.is_finished() else "an interrupted"
     if differ:
         raise ConfigError(f"{run} holds {state} run with another config ({', '.join(differ)} differ); pass another --out or remove it")

@@ -27,7 +27,7 @@ from ..metrics import multilabel_metrics, tune_thresholds
 from ..model_meta import MODEL_KEYS, build_meta, meta_tta
 from ..models import EnsembleNet, ensemble_net
 from ..models.ensemble import ensemble_preprocessing
-from .evaluate import load_run_parts
+from ..train.rundata import load_run_parts
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,6 @@ from ..config import load_config
 from ..data.dataset import MultiLabelDataset
 from ..data.images import DEFAULT_MAX_PIXELS, open_image
 from ..data.layouts import load_dataset
-from ..data.splits import Split
 from ..errors import DataError
 from ..infer.predictor import Predictor
 from ..io import atomic_write_json
@@ -24,19 +23,9 @@ from ..metrics import METRIC_KEYS, PER_LABEL_KEYS, apply_thresholds, expected_ca
 from ..report.figures import plot_confusion_matrices, plot_image_grid, plot_pr_curves, plot_reliability, plot_training_curves, result_caption
 from ..report.html import Section, figure, table, write_page
 from ..runs import RunDir
+from ..train.rundata import load_run_parts
 
 log = logging.getLogger(__name__)
-
-
-def load_run_parts(run_dir: Path | str, parts: Sequence[str] = ("val", "test")) -> dict[str, MultiLabelDataset]:
-    """The images of a run folder's held-out ``parts`` (``val``/``test``), from its config and split.json (data read once)."""
-    run = RunDir(run_dir)
-    if not run.split.is_file():
-        raise DataError(f"{run}: not a run folder (no split.json) for its {'/'.join(parts)} part")
-    split = Split.read(run.split)
-    cfg = load_config(run.config)
-    ds = load_dataset(cfg.data.path, cfg.data.labels, cfg.data.format)
-    return {part: ds.subset(getattr(split, part)) for part in parts}
 
 
 def run_max_pixels(run_dir: Path | str) -> int:
