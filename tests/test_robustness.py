@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from scenetag.train.recipe import train
 
@@ -177,3 +178,120 @@ def test_a_run_remembers_its_data_and_notices_other_data(trained_run, tmp_path, 
         load_run_parts(copy)
     shutil.copy(Path(cfg.data.path) / "labels.json", data / "labels.json")
     assert len(load_run_parts(copy)["test"]) == len(load_run_parts(run)["test"])
+
+
+# --------------------------------------------------------------------------- inputs and outputs (hardening round 2)
+
+
+def test_float_tiff_is_scaled_not_black(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from scenetag.data.images import open_image
+
+    ramp = np.tile(np.linspace(0, 1, 32, dtype=np.float32), (16, 1))
+    Image.fromarray(ramp, mode="F").save(tmp_path / "f.tif")
+    rgb = np.asarray(open_image(tmp_path / "f.tif"))
+    assert rgb.shape == (16, 32, 3) and rgb[:, 0].max() == 0 and rgb[:, -1].min() == 255 and 100 < rgb.mean() < 155
+
+
+def test_unicode_digit_names_and_tiny_data_sets_are_one_line(tmp_path, capsys):
+    from PIL import Image
+
+    from scenetag.cli import main
+
+    data = tmp_path / "d"
+    (data / "original").mkdir(parents=True)
+    for name in ("1.jpg", "².jpg"):
+        Image.new("RGB", (8, 8)).save(data / "original" / name)
+    (data / "labels.json").write_text("[1, -1, -1, -1, -1]\n[-1, 1, -1, -1, -1]\n")
+    assert main(["explore", "--data", str(data), "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "².jpg is not a number" in err and "Traceback" not in err
+    (data / "original" / "².jpg").rename(data / "original" / "2.jpg")
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "r"), "-q", "--set", "model.backbone=test_efficientnet", "--set", "model.weights=none"]) == 2
+    err = capsys.readouterr().err
+    assert "too few for a split" in err and "Traceback" not in err and not (tmp_path / "r").exists()
+
+
+def test_every_unreadable_training_image_is_named_before_training(synth_dir, tmp_path, capsys):
+    import shutil
+
+    from scenetag.cli import main
+
+    data = tmp_path / "d"
+    shutil.copytree(synth_dir, data)
+    (data / "original" / "5.jpg").write_bytes(b"")
+    (data / "original" / "9.jpg").write_text("not an image")
+    args = ["train", "--data", str(data), "--out", str(tmp_path / "r"), "-q", "--set", "model.backbone=test_efficientnet", "--set", "model.weights=none",
+            "--set", "model.image_size=32", "--set", "data.val=0", "--set", "data.test=0", "--set", "train.views=[orig]"]  # fmt: skip
+    assert main(args) == 2
+    line = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
+    assert len(line) == 1 and "2 image(s) cannot be read" in line[0] and "5.jpg" in line[0] and "9.jpg" in line[0]
+    assert not (tmp_path / "r" / "best.pt").exists()
+
+
+def test_a_failing_checkpoint_write_is_one_line(trained_run, tmp_path, monkeypatch):
+    from scenetag.checkpoint import load_model, save_checkpoint
+    from scenetag.errors import CheckpointError
+
+    _, run, _ = trained_run
+    model, meta = load_model(run / "best.pt")
+
+    def enforce_fail(*args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(torch, "save", enforce_fail)
+    (tmp_path / "b.pt").write_bytes(b"previous")
+    with pytest.raises(CheckpointError, match=r"b.pt: could not write the checkpoint .*disk full.*unchanged"):
+        save_checkpoint(tmp_path / "b.pt", model, meta)
+    assert (tmp_path / "b.pt").read_bytes() == b"previous"
+
+
+def test_outputs_never_destroy_inputs(trained_run, tmp_path, capsys):
+    import shutil
+
+    from scenetag.cli import main
+
+    _, run, _ = trained_run
+    ckpt = tmp_path / "m.pt"
+    shutil.copy(run / "best.pt", ckpt)
+    before = ckpt.read_bytes()
+    assert main(["export", "--model", str(ckpt), "--out", str(tmp_path / "m.json")]) == 2  # its sidecar would be m.json itself
+    assert main(["export", "--model", str(ckpt), "--out", str(ckpt)]) == 2
+    assert main(["ensemble", str(ckpt), str(run / "best.pt"), "--out", str(ckpt), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("would overwrite") == 3 and ckpt.read_bytes() == before and not (tmp_path / "m.json").exists()
+
+
+def test_prediction_output_through_links_to_stdout_never_onto_fifos(trained_run, synth_dir, tmp_path, capsys):
+    from scenetag.cli import main
+
+    _, run, _ = trained_run
+    img = str(synth_dir / "original" / "1.jpg")
+    target = tmp_path / "real.csv"
+    target.write_text("old\n")
+    (tmp_path / "link.csv").symlink_to(target)
+    assert main(["predict", "--model", str(run / "best.pt"), img, "--output", str(tmp_path / "link.csv"), "-q"]) == 0
+    assert (tmp_path / "link.csv").is_symlink() and target.read_text().startswith("path,labels,")
+    capsys.readouterr()
+    assert main(["predict", "--model", str(run / "best.pt"), img, "--output", "-", "--output-format", "json", "-q"]) == 0
+    assert '"path":' in capsys.readouterr().out
+    os.mkfifo(tmp_path / "fifo.csv")
+    assert main(["predict", "--model", str(run / "best.pt"), img, "--output", str(tmp_path / "fifo.csv"), "-q"]) == 2
+    assert "not a regular file" in capsys.readouterr().err
+
+
+def test_odd_input_paths(trained_run, synth_dir, tmp_path, capsys):
+    import shutil
+
+    from scenetag.infer.predictor import Predictor, expand_paths
+
+    _, run, _ = trained_run
+    shutil.copy(synth_dir / "original" / "1.jpg", tmp_path / "photo [1].jpg")
+    shutil.copy(synth_dir / "original" / "2.jpg", tmp_path / "a.jpg")
+    assert expand_paths([str(tmp_path / "photo [1].jpg")]) == [tmp_path / "photo [1].jpg"]  # an existing name is never a pattern
+    assert expand_paths([str(tmp_path / "[a].jpg")]) == [tmp_path / "a.jpg"]  # a pattern when no such file exists
+    os.mkfifo(tmp_path / "pipe.jpg")
+    results = Predictor(run / "best.pt", num_workers=0).predict([tmp_path / "pipe.jpg", Path("/dev/zero"), tmp_path / "photo [1].jpg"])
+    assert "not a regular file" in results[0].error and "not a regular file" in results[1].error and results[2].error is None

@@ -17,7 +17,7 @@ import torch
 from .version import __version__
 from .errors import CheckpointError, brief
 from .io import atomic_path
-from .model_meta import FORMAT_VERSION
+from .model_meta import FORMAT_VERSION, validate_meta
 from .models import from_meta
 
 log = logging.getLogger(__name__)
@@ -33,8 +33,11 @@ def save_checkpoint(path: Path | str, model: torch.nn.Module, meta: dict[str, An
     }
     if train_state is not None:
         payload["train_state"] = train_state
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(payload, tmp)
+    except RuntimeError as e:  # torch's writer reports a full disk as "[enforce fail ...]"
+        raise CheckpointError(f"{path}: could not write the checkpoint ({brief(e)}; is the disk full?); the previous file is unchanged") from None
     return Path(path)
 
 
@@ -77,7 +80,7 @@ def read_checkpoint(path: Path | str) -> dict[str, Any]:
 def load_model(path: Path | str) -> tuple[torch.nn.Module, dict[str, Any]]:
     """A ready model (eval mode) and its metadata; nothing else is needed to predict."""
     payload = read_checkpoint(path)
-    meta = payload["meta"]
+    meta = validate_meta(payload["meta"], str(path))
     model = from_meta(meta)
     try:
         model.load_state_dict(payload["state_dict"])

@@ -30,6 +30,10 @@ class ExportError(ScenetagError, RuntimeError):
     """Export failed or the exported model does not reproduce PyTorch's outputs."""
 
 
+class OutputError(ScenetagError):
+    """An output path that cannot be written without destroying something (an input, a device, a folder)."""
+
+
 class UsageError(ScenetagError):
     """Command-line arguments that do not fit together."""
 

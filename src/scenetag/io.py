@@ -8,6 +8,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from .errors import OutputError
+
 
 def _read_umask() -> int:
     mask = os.umask(0)
@@ -20,8 +22,12 @@ _UMASK = _read_umask()
 
 @contextlib.contextmanager
 def atomic_path(path: Path | str) -> Iterator[Path]:
-    """Yield a temp path in the target's folder; rename it over ``path`` only if the block succeeds."""
-    path = Path(path)
+    """Yield a temp path in the target's folder; rename it over ``path`` only if the block succeeds.
+
+    A symbolic link is written through (its target is replaced, the link stays); anything that is
+    not a regular file (a FIFO, a device, a folder) is refused rather than replaced.
+    """
+    path = writable_target(Path(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -34,6 +40,27 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     finally:
         if tmp_p.exists():
             tmp_p.unlink()
+
+
+def writable_target(path: Path) -> Path:
+    """The file a write to ``path`` should replace: the target of a link; refuses non-regular files."""
+    if path.is_symlink():
+        path = path.resolve()
+    if path.exists() and not path.is_file():
+        raise OutputError(f"{path}: exists and is not a regular file (a folder, FIFO or device); choose another output path")
+    return path
+
+
+def refuse_overwriting(inputs: list[Path | str], outputs: list[Path | str]) -> None:
+    """An output that is an input (or another output) would destroy it: refuse before any work."""
+    seen: dict[Path, Path] = {}
+    for p in inputs:
+        seen[Path(p).resolve()] = Path(p)
+    for out in outputs:
+        key = Path(out).resolve()
+        if key in seen:
+            raise OutputError(f"{out}: would overwrite {seen[key]}, which this command reads or also writes; choose another output path")
+        seen[key] = Path(out)
 
 
 def atomic_write_bytes(path: Path | str, data: bytes) -> Path:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import stat
 from pathlib import Path
 from struct import error as struct_error
 from typing import Iterable
@@ -14,6 +15,7 @@ from ..errors import DataError
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 # Pillow's default bomb limit (~89 Mpx) warns; we refuse above it instead.
 DEFAULT_MAX_PIXELS = 89_478_485
+MAX_FILE_BYTES = 512 * 2**20  # a compressed image file larger than this is not a photo
 
 
 def open_image(path: Path | str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
@@ -24,7 +26,13 @@ def open_image(path: Path | str, max_pixels: int | None = DEFAULT_MAX_PIXELS) ->
     """
     path = Path(path)
     try:
-        data = path.read_bytes()
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):  # a FIFO would hang, /dev/zero would never end
+            raise DataError(f"{path}: not a regular file, not an image")
+        if st.st_size > MAX_FILE_BYTES:
+            raise DataError(f"{path}: {st.st_size:,} bytes, over the {MAX_FILE_BYTES:,}-byte limit for one image file")
+        with open(path, "rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
     except OSError as e:
         raise DataError(f"{path}: cannot read file ({e.strerror or e})") from None
     return decode_image(data, str(path), max_pixels)
@@ -62,6 +70,13 @@ def to_rgb(im: Image.Image) -> Image.Image:
         im = im.convert("RGBA")
         bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
         return Image.alpha_composite(bg, im).convert("RGB")
+    if im.mode == "F":  # 32-bit float (e.g. TIFF): 0..1 is the usual range, else 0..255
+        arr = np.asarray(im, dtype=np.float64)
+        if not np.isfinite(arr).all():
+            raise ValueError("float image with NaN or infinite pixels")
+        hi = arr.max() if arr.size else 1.0
+        scale = 255.0 if hi <= 1.0 else (1.0 if hi <= 255.0 else 255.0 / hi)
+        return Image.fromarray((arr * scale).clip(0, 255).round().astype(np.uint8), "L").convert("RGB")
     if im.mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(im, dtype=np.float64)
         hi = arr.max() if arr.size else 1.0

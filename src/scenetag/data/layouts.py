@@ -34,7 +34,12 @@ MIML_SOURCE_URL = "http://lamda.nju.edu.cn/data_MIMLimage.ashx"
 
 
 def _numeric_key(p: Path) -> tuple[int, int | str]:
-    return (0, int(p.stem)) if p.stem.isdigit() else (1, p.stem)
+    return (0, int(p.stem)) if _is_number(p.stem) else (1, p.stem)
+
+
+def _is_number(stem: str) -> bool:
+    # ASCII digits only: "²".isdigit() is True, but int("²") fails.
+    return stem.isascii() and stem.isdigit()
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -159,8 +164,8 @@ def load_miml(root: Path, labels: Path | None = None, image_dir: Path | None = N
 
 def numbering_gap(images: list[Path]) -> str | None:
     """Why the image names are not the numbers 1..N (or 0..N-1), or None when they are."""
-    if not all(p.stem.isdigit() for p in images):
-        bad = next(p for p in images if not p.stem.isdigit())
+    if not all(_is_number(p.stem) for p in images):
+        bad = next(p for p in images if not _is_number(p.stem))
         return f"{bad.name} is not a number"
     numbers = [int(p.stem) for p in images]
     start = 0 if numbers[0] == 0 else 1

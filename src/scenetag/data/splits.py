@@ -66,8 +66,11 @@ def split_dataset(labels: np.ndarray, val: float = 0.15, test: float = 0.15, see
     """Reproducible multi-label stratified train/val/test split (fractions of the whole)."""
     if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
         raise DataError(f"split fractions val={val}, test={test} must be in [0, 1) with val + test < 1")
-    rest, test_idx = stratified_holdout(labels, test, seed)
-    tr, va = stratified_holdout(labels[rest], val_fraction_of_rest(val, test), seed + 1)
+    try:
+        rest, test_idx = stratified_holdout(labels, test, seed)
+        tr, va = stratified_holdout(labels[rest], val_fraction_of_rest(val, test), seed + 1)
+    except ValueError as e:  # scikit-learn: too few images for the requested parts
+        raise DataError(f"{len(labels)} image(s) are too few for a split with data.val={val} and data.test={test} ({e}); add images or set data.val=0 / data.test=0") from None
     return Split(rest[tr], rest[va], test_idx)
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..checkpoint import load_model
 from ..errors import ExportError
-from ..io import atomic_path, atomic_write_json
+from ..io import atomic_path, atomic_write_json, refuse_overwriting
 from .onnx import INPUT, META_KEY, OUTPUT, portable_meta, sidecar_path
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,7 @@ def export_onnx(checkpoint: Path | str, out: Path | str, opset: int = 17, atol: 
     import torch
 
     out = Path(out)
+    refuse_overwriting([checkpoint], [out, sidecar_path(out)])
     model, meta = load_model(checkpoint)
     prob = torch.nn.Sequential(model, torch.nn.Sigmoid()).eval()
     x = _sample_batch(meta)
@@ -68,6 +69,7 @@ def export_torchscript(checkpoint: Path | str, out: Path | str, atol: float = 1e
     import torch
 
     out = Path(out)
+    refuse_overwriting([checkpoint], [out, sidecar_path(out)])
     model, meta = load_model(checkpoint)
     prob = torch.nn.Sequential(model, torch.nn.Sigmoid()).eval()
     x = _sample_batch(meta)

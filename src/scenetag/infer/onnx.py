@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CheckpointError, brief
-from ..model_meta import meta_tta
+from ..model_meta import meta_tta, validate_meta
 
 META_KEY = "scenetag"
 INPUT, OUTPUT = "images", "probabilities"
@@ -39,11 +39,31 @@ def load_onnx(path: Path | str):
         sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own exception types
         raise CheckpointError(f"{path}: not a readable ONNX model ({brief(e)[:200]})") from None
-    props = sess.get_modelmeta().custom_metadata_map
-    if META_KEY in props:
-        meta = json.loads(props[META_KEY])
-    elif sidecar_path(path).is_file():
-        meta = json.loads(sidecar_path(path).read_text())
-    else:
-        raise CheckpointError(f"{path}: no scenetag metadata (not exported by scenetag export?)")
+    meta = validate_meta(_read_meta(path, sess.get_modelmeta().custom_metadata_map), str(path))
+    check_input_size(sess, meta, path)
     return sess, meta
+
+
+def _read_meta(path: Path, props: dict[str, str]) -> Any:
+    """The metadata inside the model file, else its JSON sidecar."""
+    source, text = (f"{path} (metadata {META_KEY!r})", props[META_KEY]) if META_KEY in props else (str(sidecar_path(path)), None)
+    if text is None:
+        if not sidecar_path(path).is_file():
+            raise CheckpointError(f"{path}: no scenetag metadata (not exported by scenetag export?)")
+        try:
+            text = sidecar_path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise CheckpointError(f"{source}: cannot read ({brief(e)})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{source}: not valid JSON ({e.msg}, line {e.lineno})") from None
+
+
+def check_input_size(sess, meta: dict[str, Any], path: Path) -> None:
+    """The graph's fixed input size (if it has one) must be the one its metadata preprocesses to."""
+    shape = sess.get_inputs()[0].shape
+    size = meta["preprocessing"]["size"]
+    fixed = [d for d in shape[2:] if isinstance(d, int)]
+    if fixed and any(d != size for d in fixed):
+        raise CheckpointError(f"{path}: the graph takes {shape[2:]} pixel inputs but its metadata says size {size}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -38,10 +39,16 @@ def prediction_rows(results: Sequence[Prediction], classes: Sequence[str], true_
 
 
 def write_predictions(results: Sequence[Prediction], classes: Sequence[str], path: Path | str, fmt: str = "csv", true_labels: Sequence[Sequence[str]] | None = None) -> Path:
-    """CSV (see :func:`prediction_rows`) or JSON (one object per image), written atomically."""
+    """CSV (see :func:`prediction_rows`) or JSON (one object per image), written atomically; ``-`` is standard output."""
     if fmt == "json":
         items = [r.to_dict() | ({"true": list(true_labels[i])} if true_labels is not None else {}) for i, r in enumerate(results)]
-        return atomic_write_text(path, json.dumps(items, indent=1) + "\n")
-    buf = io.StringIO()
-    csv.writer(buf).writerows(prediction_rows(results, classes, true_labels))
-    return atomic_write_text(path, buf.getvalue())
+        text = json.dumps(items, indent=1) + "\n"
+    else:
+        buf = io.StringIO()
+        csv.writer(buf).writerows(prediction_rows(results, classes, true_labels))
+        text = buf.getvalue()
+    if str(path) == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return Path("-")
+    return atomic_write_text(path, text)

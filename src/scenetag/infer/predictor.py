@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 def expand_paths(items: Sequence[str | Path]) -> list[Path]:
     """Image files from files, folders (recursive) and glob patterns, in a stable order.
 
+    An existing path is always a file or folder, never a pattern (``photo [1].jpg``).
     A path that does not exist is kept so it is reported as an error, not silently dropped.
     """
     out: list[Path] = []
@@ -34,10 +35,10 @@ def expand_paths(items: Sequence[str | Path]) -> list[Path]:
         p = Path(item)
         if p.is_dir():
             out += sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in IMAGE_EXTS)
-        elif any(ch in str(item) for ch in "*?["):
-            out += sorted(Path(g) for g in glob.glob(str(item), recursive=True) if Path(g).is_file())
-        else:
+        elif p.exists() or p.is_symlink() or not any(ch in str(item) for ch in "*?["):
             out.append(p)
+        else:
+            out += sorted(Path(g) for g in glob.glob(str(item), recursive=True) if Path(g).is_file())
     return out
 
 

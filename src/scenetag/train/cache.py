@@ -17,7 +17,7 @@ import logging
 import os
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from ..data.dataset import MultiLabelDataset
 from ..data.images import open_image
+from ..errors import DataError
 from ..data.preprocessing import Preprocessing
 from ..data.transforms import image_seed, make_views
 from ..io import atomic_path, atomic_write_json
@@ -118,9 +119,23 @@ class _ViewSet(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int) -> torch.Tensor:
-        img = open_image(self.paths[i], max_pixels=self.max_pixels)
-        return make_views(img, self.kinds, self.pp, image_seed(self.seed, int(self.ids[i])))
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, str | None]:
+        """All views of image ``i``; an unreadable image gives blank views and its error, so one pass names every bad file."""
+        try:
+            img = open_image(self.paths[i], max_pixels=self.max_pixels)
+        except DataError as e:
+            return torch.zeros(len(self.kinds), 3, self.pp.size, self.pp.size), str(e)
+        return make_views(img, self.kinds, self.pp, image_seed(self.seed, int(self.ids[i]))), None
+
+
+def _collate(items: list[tuple[torch.Tensor, str | None]]) -> tuple[torch.Tensor, list[str]]:
+    return torch.cat([views for views, _ in items]), [err for _, err in items if err]
+
+
+def unreadable(errors: list[str]) -> DataError:
+    """One error naming every training image that cannot be read."""
+    shown = "; ".join(errors[:10]) + (f"; and {len(errors) - 10} more" if len(errors) > 10 else "")
+    return DataError(f"{len(errors)} image(s) cannot be read (fix or remove them; `scenetag explore --check` lists them too): {shown}")
 
 
 @dataclass
@@ -176,35 +191,68 @@ def build_cache(
         if found is not None:
             log.info("reusing activation cache %s", key)
             return ActivationCache(found, kinds, key)
-    trunk = Trunk(model, taps)
     loader = torch.utils.data.DataLoader(
         _ViewSet(ds.paths, kinds, pp, seed, ids, max_pixels),
         batch_size=max(1, batch_size // len(kinds)),
         num_workers=1,  # decoding overlaps with the forward pass on the other core
-        collate_fn=lambda b: torch.cat(b),
+        collate_fn=_collate,
     )
-    runner: TrunkRunner | None = None
-    arrays: dict[int, np.ndarray] = {}
-    row = 0
+    store = _Store(cache_dir, key, len(ds), len(kinds), np.dtype(dtype), in_memory_gb, len(set(taps)))
     t0 = time.time()
-    tmp_files: dict[int, Path] = {}
-    np_dtype = np.dtype(dtype)
-    for batch in tqdm(loader, desc="caching activations", unit="batch", disable=not progress):
-        if runner is None:
-            runner = TrunkRunner(trunk, engine, device, sample=batch)
-        outs = runner(batch)
-        n_img = batch.shape[0] // len(kinds)
-        for tap, out in zip(trunk.taps, outs):
-            out = out.reshape(n_img, len(kinds), *out.shape[1:])
-            if tap not in arrays:
-                arrays[tap], tmp_files[tap] = _allocate(cache_dir, key, tap, (len(ds), len(kinds), *out.shape[2:]), np_dtype, in_memory_gb, len(trunk.taps))
-            arrays[tap][row : row + n_img] = out
-        row += n_img
+    engine_used = _fill(store, loader, Trunk(model, taps), engine, device, progress)
     elapsed = time.time() - t0
-    log.info("cached %d images x %d views in %.1fs (%.1f views/s, engine %s)", len(ds), len(kinds), elapsed, len(ds) * len(kinds) / max(elapsed, 1e-9), runner.engine if runner else "-")
-    if cache_dir is not None:
-        arrays = _commit_cache(cache_dir, key, arrays, tmp_files, in_memory_gb)
+    log.info("cached %d images x %d views in %.1fs (%.1f views/s, engine %s)", len(ds), len(kinds), elapsed, len(ds) * len(kinds) / max(elapsed, 1e-9), engine_used)
+    arrays = store.arrays if cache_dir is None else _commit_cache(cache_dir, key, store.arrays, store.tmp_files, in_memory_gb)
     return ActivationCache(arrays, kinds, key)
+
+
+@dataclass
+class _Store:
+    """Where a cache pass writes: arrays in memory, or memory-mapped temp files when too large."""
+
+    cache_dir: Path | None
+    key: str
+    n_images: int
+    n_views: int
+    dtype: np.dtype
+    in_memory_gb: float
+    n_taps: int
+    arrays: dict = field(default_factory=dict)
+    tmp_files: dict = field(default_factory=dict)
+    row: int = 0
+
+    def put(self, tap: int, out: np.ndarray) -> None:
+        if tap not in self.arrays:
+            shape = (self.n_images, self.n_views, *out.shape[2:])
+            self.arrays[tap], self.tmp_files[tap] = _allocate(self.cache_dir, self.key, tap, shape, self.dtype, self.in_memory_gb, self.n_taps)
+        self.arrays[tap][self.row : self.row + len(out)] = out
+
+    def discard(self) -> None:
+        for tmp in self.tmp_files.values():
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
+
+
+def _fill(store: _Store, loader, trunk: Trunk, engine: str, device: str, progress: bool) -> str:
+    """One forward pass of the frozen trunk over every (image, view); returns the engine used.
+
+    An unreadable image does not stop the pass: decoding goes on so one error names every bad file.
+    """
+    runner: TrunkRunner | None = None
+    errors: list[str] = []
+    for batch, bad in tqdm(loader, desc="caching activations", unit="batch", disable=not progress):
+        errors += bad
+        if errors:
+            continue  # keep decoding to find every bad file, but compute nothing more
+        runner = runner or TrunkRunner(trunk, engine, device, sample=batch)
+        n_img = batch.shape[0] // store.n_views
+        for tap, out in zip(trunk.taps, runner(batch)):
+            store.put(tap, out.reshape(n_img, store.n_views, *out.shape[1:]))
+        store.row += n_img
+    if errors:
+        store.discard()
+        raise unreadable(errors)
+    return runner.engine if runner else "-"
 
 
 def _allocate(cache_dir, key, tap, shape, dtype, in_memory_gb, n_taps):

@@ -22,7 +22,7 @@ from ..data.dataset import MultiLabelDataset
 from ..data.layouts import load_dataset
 from ..data.splits import Split, split_dataset
 from ..data.preprocessing import Preprocessing
-from ..errors import ConfigError
+from ..errors import ConfigError, TrainingError
 from ..model_meta import build_meta
 from ..models.net import MultiLabelNet, build_model, model_preprocessing
 from .batches import predict_cached
@@ -141,6 +141,13 @@ class TrainingSetup:
         return build_meta(self.ds.classes, model_cfg, self.pp.to_dict(), thresholds, metrics, config=self.cfg.to_dict(), boundary=int(boundary), **extra)
 
 
+def check_trainable(n_train: int, batch_size: int) -> None:
+    """Refuse, before any caching, a run that could not take one training step (BatchNorm needs 2 images a batch)."""
+    steps = sum(1 for start in range(0, n_train, batch_size) if min(batch_size, n_train - start) >= 2)
+    if steps == 0:
+        raise TrainingError(f"no training batch of at least 2 images ({n_train} training image(s), batch size {batch_size}); BatchNorm cannot train on one: add images or raise train.batch_size")
+
+
 def eval_views(cfg: Config) -> list[str]:
     return EVAL_VIEWS if cfg.train.tta else ["orig"]
 
@@ -179,6 +186,7 @@ def prepare(cfg: Config, cache_dir: Path | None, progress: bool = True, ds: Mult
     model.freeze_bn = cfg.train.freeze_bn
     pp = model_preprocessing(model, cfg.model.image_size)
     layout = cache_layout(len(ds), split, info, cache_all_images)
+    check_trainable(len(layout.train_rows), cfg.train.batch_size)
     _log_shard(info, layout.train_ids)
     if cfg.train.cache:
         train_cache, eval_cache = _build_caches(cfg, model, pp, ds, layout, cache_dir if info.is_main else None, device, progress and info.is_main)  # other ranks keep their shard in memory

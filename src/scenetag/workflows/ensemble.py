@@ -23,6 +23,7 @@ from ..checkpoint import load_model, save_checkpoint
 from ..data.preprocessing import Preprocessing
 from ..errors import CheckpointError, DataError
 from ..infer.predictor import Predictor
+from ..io import refuse_overwriting
 from ..metrics import multilabel_metrics, tune_thresholds
 from ..model_meta import MODEL_KEYS, build_meta, meta_tta
 from ..models import EnsembleNet, ensemble_net
@@ -80,6 +81,7 @@ def combine(checkpoints: Sequence[Path | str], weights: Sequence[float] | None =
 
 def make_ensemble(checkpoints: Sequence[Path | str], out: Path | str, weights: Sequence[float] | None = None, tune_on: Path | str | None = None, progress: bool = True) -> dict[str, Any]:
     """Write one checkpoint averaging ``checkpoints``; returns its path, thresholds and metrics."""
+    refuse_overwriting(list(checkpoints), [out])
     model, meta = combine(checkpoints, weights)
     if tune_on:
         parts = {w: ds for w, ds in load_run_parts(tune_on).items() if len(ds)}
