@@ -169,3 +169,15 @@ def test_numeric_options_out_of_range_are_usage_errors(capsys):
         with pytest.raises(SystemExit) as e:
             main(argv)
         assert e.value.code == 2 and "Traceback" not in capsys.readouterr().err
+
+
+def test_interrupt_hint_only_when_there_is_something_to_resume(tmp_path):
+    from scenetag.cli import _interrupted, build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["train", "--out", str(tmp_path / "r")])
+    assert _interrupted(args) == "interrupted"  # nothing saved yet (caching, first LR finder)
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "last.pt").write_bytes(b"x")
+    assert "continue with: scenetag train --resume" in _interrupted(args)
+    assert _interrupted(parser.parse_args(["predict", "--model", "m.pt", "x.jpg"])) == "interrupted"

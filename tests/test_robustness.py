@@ -295,3 +295,59 @@ def test_odd_input_paths(trained_run, synth_dir, tmp_path, capsys):
     os.mkfifo(tmp_path / "pipe.jpg")
     results = Predictor(run / "best.pt", num_workers=0).predict([tmp_path / "pipe.jpg", Path("/dev/zero"), tmp_path / "photo [1].jpg"])
     assert "not a regular file" in results[0].error and "not a regular file" in results[1].error and results[2].error is None
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--set", "train.threads=-1"], "train.threads must be >= 0"),
+    (["--set", "model.image_size=100000"], "model.image_size must be <= 1024"),
+    (["--seed", "5000000000"], "must be in [0, 4294967295]"),
+    (["--config", "BINARY"], "not a valid YAML text file"),
+])  # fmt: skip
+def test_bad_settings_are_one_line_before_any_work(synth_dir, tmp_path, capsys, extra, needle):
+    from scenetag.cli import main
+
+    (tmp_path / "bin.yaml").write_bytes(bytes(range(256)) * 4)
+    extra = [str(tmp_path / "bin.yaml") if e == "BINARY" else e for e in extra]
+    try:
+        code = main(["train", "--data", str(synth_dir), "--out", str(tmp_path / "r"), "-q"] + extra)
+    except SystemExit as e:
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2 and needle in err and "Traceback" not in err and not (tmp_path / "r").exists()
+
+
+def test_binary_classes_file_is_one_line(synth_dir, tmp_path):
+    import shutil
+
+    from scenetag.data import load_dataset
+    from scenetag.errors import DataError
+
+    data = tmp_path / "d"
+    shutil.copytree(synth_dir, data)
+    (data / "classes.txt").write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(DataError, match="classes.txt: cannot read the class names as UTF-8 text"):
+        load_dataset(data)
+
+
+def test_broken_runs_cannot_be_resumed_or_evaluated_silently(trained_run, synth_dir, tmp_path, capsys):
+    import shutil
+
+    from scenetag.cli import main
+
+    _, run, _ = trained_run
+    for name, damage, needle in [
+        ("split", lambda r: (r / "split.json").write_text("{not json"), "split.json: not a readable split file"),
+        ("state", lambda r: torch.save({k: v for k, v in torch.load(r / "last.pt", weights_only=True).items() if k != "train_state"}, r / "last.pt"), "holds no training state"),
+    ]:
+        copy = tmp_path / name
+        shutil.copytree(run, copy)
+        (copy / "result.json").unlink()  # looks interrupted
+        damage(copy)
+        assert main(["train", "--resume", str(copy), "-q"]) == 2
+        err = capsys.readouterr().err
+        assert needle in err and "Traceback" not in err, err
+    # A run trained without a test part has nothing to evaluate there.
+    no_test = train(tiny_cfg(synth_dir, **{"data.test": 0.0, "train.lr_find": "false"}), tmp_path / "no_test", progress=False)
+    assert "test" not in no_test["metrics"]
+    assert main(["evaluate", "--model", str(tmp_path / "no_test" / "best.pt"), "--split", "test", "--out", str(tmp_path / "e")]) == 2
+    assert "its test part is empty (the run was trained with data.test=0)" in capsys.readouterr().err

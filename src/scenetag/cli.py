@@ -287,7 +287,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     def ready(url: str) -> None:  # called once the model is loaded and the port is bound
         print(f"serving {args.model} on {url} (docs at /docs); Ctrl-C stops", flush=True)
 
-    serve(args.model, args.host, args.port, ServeLimits(args.max_upload_mb, args.max_files, body_timeout_s=args.body_timeout), on_ready=ready)
+    limits = ServeLimits(args.max_upload_mb, args.max_files, max_request_pixels=int(args.max_request_mpx * 1e6), body_timeout_s=args.body_timeout, header_timeout_s=args.header_timeout, max_connections=args.max_connections)
+    serve(args.model, args.host, args.port, limits, on_ready=ready)
     return EXIT_OK
 
 
@@ -400,6 +401,9 @@ def _add_deploy_commands(sub) -> None:
     p.add_argument("--max-upload-mb", type=_bounded(float, 0.001, 10_000), default=10.0, help="largest request body in MB (default: %(default)s)")
     p.add_argument("--max-files", type=_bounded(int, 1, 10_000), default=16, help="most images per request (default: %(default)s)")
     p.add_argument("--body-timeout", type=_bounded(float, 0.1, 3600), default=10.0, help="seconds to wait for the next piece of an upload before dropping it (default: %(default)s)")
+    p.add_argument("--header-timeout", type=_bounded(float, 0.1, 3600), default=10.0, help="seconds a connection may take to send its request headers (default: %(default)s)")
+    p.add_argument("--max-request-mpx", type=_bounded(float, 90, 100_000), default=179.0, help="megapixels all images of one request may decode together, read from their headers first (default: %(default)s)")
+    p.add_argument("--max-connections", type=_bounded(int, 1, 10_000), default=64, help="concurrent connections; more get 503 at once (default: %(default)s)")
     _common(p, quiet=False)
     p.set_defaults(func=cmd_serve)
 

@@ -38,6 +38,16 @@ def open_image(path: Path | str, max_pixels: int | None = DEFAULT_MAX_PIXELS) ->
     return decode_image(data, str(path), max_pixels)
 
 
+def header_pixels(data: bytes) -> int:
+    """Width x height from an image's header, without decoding it (0 when the header is unreadable)."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            w, h = im.size
+            return int(w) * int(h)
+    except Exception:  # noqa: BLE001 - any unreadable header; decoding reports it properly later
+        return 0
+
+
 def decode_image(data: bytes, name: str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Decode image bytes (from a file or an upload called ``name``) as RGB, EXIF applied."""
 
