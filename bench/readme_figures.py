@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import re
 import subprocess
 import sys
@@ -62,7 +63,17 @@ def _provenance(run) -> dict[str, Any]:
     from scenetag.config import load_config
 
     versions = json.loads(run.versions.read_text()) if run.versions.is_file() else {}
-    return {"config": portable_config(load_config(run.config).to_dict()), "versions": versions, "commit": _commit(), "cpu_count": os.cpu_count()}
+    return {"config": portable_config(load_config(run.config).to_dict()), "versions": versions, "commit": _commit(), "machine": machine()}
+
+
+def machine() -> dict[str, Any]:
+    """The CPU the figures were measured on: float rounding in its kernels shapes the training trajectory."""
+    model = ""
+    try:
+        model = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("model name")), "")
+    except OSError:
+        pass
+    return {"cpu": model or platform.processor(), "cpu_count": os.cpu_count()}
 
 
 def collect_make_run(path: Path) -> dict[str, Any]:
@@ -101,6 +112,7 @@ def collect_ensemble_checkpoint(path: Path, tuned_on: Path, command: str) -> dic
 
 
 def collect(runs: Path) -> None:
+    from scenetag.errors import ScenetagError
     from scenetag.io import atomic_write_json
 
     FIGURES.mkdir(parents=True, exist_ok=True)
@@ -118,6 +130,8 @@ def collect(runs: Path) -> None:
             print(f"collected {FIGURES / name}")
         except FileNotFoundError as e:
             print(f"skipped {name}: {e.filename} not found")
+        except ScenetagError as e:
+            print(f"skipped {name}: {e}")
 
 
 # --------------------------------------------------------------------------- rendering

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def server(trained_run):
     """`scenetag serve` on a free port with small limits; yields its base URL."""
     _, run, _ = trained_run
