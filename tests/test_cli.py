@@ -181,3 +181,18 @@ def test_interrupt_hint_only_when_there_is_something_to_resume(tmp_path):
     (tmp_path / "r" / "last.pt").write_bytes(b"x")
     assert "continue with: scenetag train --resume" in _interrupted(args)
     assert _interrupted(parser.parse_args(["predict", "--model", "m.pt", "x.jpg"])) == "interrupted"
+
+
+def test_max_pixels_is_honoured_wherever_images_are_decoded(trained_run, synth_dir, tmp_path, capsys):
+    _, run, _ = trained_run  # synthetic images are 96 x 64 = 6,144 pixels
+    assert main(["explore", "--data", str(synth_dir), "--out", str(tmp_path / "x"), "--check", "--max-pixels", "5000"]) == 2
+    assert "60 bad image file(s)" in capsys.readouterr().err
+    assert main(["evaluate", "--model", str(run / "best.pt"), "--split", "test", "--out", str(tmp_path / "e"), "--max-pixels", "5000", "-q"]) == 2
+    assert "over the limit of 5,000" in capsys.readouterr().err
+    assert main(["predict", "--model", str(run / "best.pt"), str(synth_dir / "original" / "1.jpg"), "--max-pixels", "5000", "-q"]) == 3
+    assert main(["train", "--data", str(synth_dir), "--out", str(tmp_path / "t"), "-q", "--set", "data.max_pixels=5000",
+                 "--set", "model.backbone=test_efficientnet", "--set", "model.weights=none", "--set", "model.image_size=32"]) == 2  # fmt: skip
+    assert "image(s) cannot be read" in capsys.readouterr().err
+    from scenetag.workflows.evaluate import run_max_pixels
+
+    assert run_max_pixels(run) == 89_478_485  # evaluate --split takes the run's own bound by default
