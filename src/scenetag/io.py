@@ -47,7 +47,7 @@ def writable_target(path: Path) -> Path:
     if path.is_symlink():
         path = path.resolve()
     if path.exists() and not path.is_file():
-        raise OutputError(f"{path}: exists and is not a regular file (a folder, FIFO or device); choose another output path")
+        raise OutputError(f"{path}: exists and is not a regular file (a folder, FIFO or device); choose another output path (- writes to standard output)")
     return path
 
 

@@ -31,6 +31,15 @@ def _sample_batch(meta: dict[str, Any], n: int = 4):
     return torch.rand(n, 3, size, size, generator=g) * 2 - 1  # in the normalised input range
 
 
+def _probability_model(checkpoint: Path | str, out: Path):
+    """(model + sigmoid in eval mode, its metadata, a sample batch); the output may not overwrite the checkpoint."""
+    import torch
+
+    refuse_overwriting([checkpoint], [out, sidecar_path(out)])
+    model, meta = load_model(checkpoint)
+    return torch.nn.Sequential(model, torch.nn.Sigmoid()).eval(), meta, _sample_batch(meta)
+
+
 def export_onnx(checkpoint: Path | str, out: Path | str, opset: int = 17, atol: float = 1e-4) -> dict[str, Any]:
     """Write ``out`` (.onnx) + ``out.json``; fail (leaving nothing) if ONNX Runtime disagrees with PyTorch by > ``atol``."""
     import onnx
@@ -38,10 +47,7 @@ def export_onnx(checkpoint: Path | str, out: Path | str, opset: int = 17, atol: 
     import torch
 
     out = Path(out)
-    refuse_overwriting([checkpoint], [out, sidecar_path(out)])
-    model, meta = load_model(checkpoint)
-    prob = torch.nn.Sequential(model, torch.nn.Sigmoid()).eval()
-    x = _sample_batch(meta)
+    prob, meta, x = _probability_model(checkpoint, out)
     with torch.no_grad():
         want = prob(x).numpy()
     portable = portable_meta(meta)
@@ -69,10 +75,7 @@ def export_torchscript(checkpoint: Path | str, out: Path | str, atol: float = 1e
     import torch
 
     out = Path(out)
-    refuse_overwriting([checkpoint], [out, sidecar_path(out)])
-    model, meta = load_model(checkpoint)
-    prob = torch.nn.Sequential(model, torch.nn.Sigmoid()).eval()
-    x = _sample_batch(meta)
+    prob, meta, x = _probability_model(checkpoint, out)
     with torch.no_grad():
         traced = torch.jit.trace(prob, x[:2])
         diff = float((traced(x) - prob(x)).abs().max())

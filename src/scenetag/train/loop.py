@@ -50,7 +50,7 @@ def find_lr(setup: TrainingSetup, phase_index: int, boundary: int, loss_fn: nn.M
     if not setup.dist.is_main:  # rank 0 sweeps on its shard; the others take its answer
         return float(broadcast(None, setup.dist))
     opt = make_optimizer(discriminative_groups(model, boundary, 1e-3, phase.lr_mult), cfg)
-    source = endless_batches(setup.train_cache, boundary, setup.layout.train_rows, setup.y_train, cfg.train.batch_size, epoch_seed(cfg.train.seed, phase_index, -1))
+    source = endless_batches(setup.train_acts, boundary, setup.layout.train_rows, setup.y_train, cfg.train.batch_size, epoch_seed(cfg.train.seed, phase_index, -1))
     batches = ((to_device(x, setup.device), y.to(setup.device)) for x, y in source)
     torch.manual_seed(epoch_seed(cfg.train.seed, phase_index, -2))
     setup.grad_sync.active = False
@@ -105,7 +105,7 @@ def train_one_epoch(setup: TrainingSetup, boundary: int, optim: PhaseOptim, loss
     rng = np.random.default_rng([seed, setup.dist.rank] if setup.dist.enabled else seed)
     model.train()
     total, n = 0.0, 0
-    batches = itertools.islice(epoch_batches(setup.train_cache, boundary, setup.layout.train_rows, setup.y_train, t.batch_size, rng), optim.steps_per_epoch)
+    batches = itertools.islice(epoch_batches(setup.train_acts, boundary, setup.layout.train_rows, setup.y_train, t.batch_size, rng), optim.steps_per_epoch)
     for x, y in tqdm(batches, total=optim.steps_per_epoch, desc=desc, leave=False, disable=not progress or not setup.dist.is_main):
         x, y = to_device(x, setup.device), y.to(setup.device)
         if t.mixup > 0:

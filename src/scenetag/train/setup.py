@@ -113,8 +113,8 @@ class TrainingSetup:
     split: Split
     model: MultiLabelNet
     pp: Preprocessing
-    train_cache: ActivationCache | RecomputedActivations  # the same questions, answered from files or recomputed
-    eval_cache: ActivationCache | RecomputedActivations
+    train_acts: ActivationCache | RecomputedActivations  # the same questions, answered from files or recomputed
+    eval_acts: ActivationCache | RecomputedActivations
     layout: CacheLayout
     dist: DistInfo
     device: str
@@ -131,7 +131,7 @@ class TrainingSetup:
     def predict_part(self, boundary: int, part: str) -> np.ndarray:
         """TTA probabilities for all of split.val or split.test, gathered from every rank."""
         rows, order = (self.layout.val_rows, self.layout.val_order) if part == "val" else (self.layout.test_rows, self.layout.test_order)
-        local = predict_cached(self.model, self.eval_cache, boundary, rows, device=self.device)
+        local = predict_cached(self.model, self.eval_acts, boundary, rows, device=self.device)
         return gather_rows(order, local, len(getattr(self.split, part)), self.dist)
 
     def meta(self, boundary: int, thresholds: np.ndarray, metrics: dict, **extra: Any) -> dict[str, Any]:
@@ -161,9 +161,9 @@ def _build_caches(cfg: Config, model: MultiLabelNet, pp: Preprocessing, ds: Mult
         in_memory_gb=t.cache_in_memory_gb, max_pixels=cfg.data.max_pixels, progress=progress, cache_dir=cache_dir,
     )  # fmt: skip
     log.info("caching %d training images x %d views at pieces %s", len(layout.train_ids), len(t.views), taps)
-    train_cache = build_cache(model, model_identity(cfg), ds.subset(layout.train_ids), t.views, ids=layout.train_ids, **common)
-    eval_cache = build_cache(model, model_identity(cfg), ds.subset(layout.held_ids), eval_views(cfg), ids=layout.held_ids, **common)
-    return train_cache, eval_cache
+    train_acts = build_cache(model, model_identity(cfg), ds.subset(layout.train_ids), t.views, ids=layout.train_ids, **common)
+    eval_acts = build_cache(model, model_identity(cfg), ds.subset(layout.held_ids), eval_views(cfg), ids=layout.held_ids, **common)
+    return train_acts, eval_acts
 
 
 def _log_shard(info: DistInfo, train_ids: np.ndarray) -> None:
@@ -189,11 +189,11 @@ def prepare(cfg: Config, cache_dir: Path | None, progress: bool = True, ds: Mult
     check_trainable(len(layout.train_rows), cfg.train.batch_size)
     _log_shard(info, layout.train_ids)
     if cfg.train.cache:
-        train_cache, eval_cache = _build_caches(cfg, model, pp, ds, layout, cache_dir if info.is_main else None, device, progress and info.is_main)  # other ranks keep their shard in memory
+        train_acts, eval_acts = _build_caches(cfg, model, pp, ds, layout, cache_dir if info.is_main else None, device, progress and info.is_main)  # other ranks keep their shard in memory
     else:  # the fair baseline: same boundaries and views, frozen part recomputed every batch
         rec = dict(pp=pp, seed=cfg.train.seed, max_pixels=cfg.data.max_pixels, device=device)
-        train_cache = RecomputedActivations(model, ds.subset(layout.train_ids).paths, layout.train_ids, cfg.train.views, **rec)
-        eval_cache = RecomputedActivations(model, ds.subset(layout.held_ids).paths, layout.held_ids, eval_views(cfg), **rec)
+        train_acts = RecomputedActivations(model, ds.subset(layout.train_ids).paths, layout.train_ids, cfg.train.views, **rec)
+        eval_acts = RecomputedActivations(model, ds.subset(layout.held_ids).paths, layout.held_ids, eval_views(cfg), **rec)
     # channels_last: about 1.5x faster convolutions on this CPU, for training and evaluation alike.
     model.to(device=device, memory_format=torch.channels_last)
-    return TrainingSetup(cfg, ds, split, model, pp, train_cache, eval_cache, layout, info, device, GradSync(model, info))
+    return TrainingSetup(cfg, ds, split, model, pp, train_acts, eval_acts, layout, info, device, GradSync(model, info))
