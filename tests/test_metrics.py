@@ -84,3 +84,11 @@ def test_temperature_scaling_fixes_overconfidence():
         assert expected_calibration_error(y[:, j], cal[:, j]) < expected_calibration_error(y[:, j], over[:, j]) / 2
     m = (over[:, 0] > 1e-9) & (over[:, 0] < 1 - 1e-9)  # away from float saturation
     assert np.array_equal(np.argsort(cal[m, 0]), np.argsort(over[m, 0]))  # ranking kept
+
+
+def test_errors_by_kind_count_missed_and_extra_labels():
+    from scenetag.metrics import errors_by_kind
+
+    y = np.array([[1, 0], [1, 1], [0, 0]])
+    pred = np.array([[0, 1], [1, 1], [1, 0]])
+    assert errors_by_kind(y, pred, ["a", "b"]) == {"a": {"missed": 1, "extra": 1}, "b": {"missed": 0, "extra": 1}}

@@ -92,6 +92,12 @@ def multilabel_metrics(
     return out
 
 
+def errors_by_kind(y: np.ndarray, pred: np.ndarray, classes) -> dict[str, dict[str, int]]:
+    """Per label: ``missed`` (given, not predicted) and ``extra`` (predicted, not given) image counts."""
+    y, pred = np.asarray(y).astype(bool), np.asarray(pred).astype(bool)
+    return {c: {"missed": int((y[:, j] & ~pred[:, j]).sum()), "extra": int((~y[:, j] & pred[:, j]).sum())} for j, c in enumerate(classes)}
+
+
 def _best_f1_threshold(y: np.ndarray, probs: np.ndarray) -> float:
     """Threshold maximising one label's F1 (midpoint between neighbouring scores)."""
     if y.sum() == 0:

@@ -108,7 +108,16 @@ def test_evaluate_split_writes_report(trained_run, tmp_path):
     assert m["mAP"] == pytest.approx(result["metrics"]["test"]["mAP"], abs=0.02)
     for name in ["predictions.png", "highest_loss.png", "confusion.png", "pr_curves.png", "reliability.png", "curves.png", "report.html"]:
         assert (out / name).is_file(), name
-    assert (out / "report.html").read_text().count("data:image/png;base64") == 6
+    # Errors by kind: counts from the predictions themselves, one grid per (kind, label) that has errors.
+    preds = {r["path"]: r for r in csv.DictReader(open(run / "test_predictions.csv"))}
+    missed = sum(1 for r in preds.values() if "sea" in r["true"].split() and "sea" not in r["labels"].split())
+    extra = sum(1 for r in preds.values() if "sea" not in r["true"].split() and "sea" in r["labels"].split())
+    assert m["errors_by_kind"]["sea"] == {"missed": missed, "extra": extra}
+    grids = sorted(p.name for p in out.glob("errors_*.png"))
+    expected = sorted(f"errors_{kind}_{c}.png" for c, k in m["errors_by_kind"].items() for kind in ("missed", "extra") if k[kind])
+    assert grids == expected and grids
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64") == 6 + len(grids) and "Errors by kind" in page
 
 
 def test_evaluate_whole_dataset(trained_run, synth_dir, tmp_path):

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import csv
 import logging
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -19,7 +21,7 @@ from ..data.layouts import load_dataset
 from ..errors import DataError
 from ..infer.predictor import Predictor
 from ..io import atomic_write_json
-from ..metrics import METRIC_KEYS, PER_LABEL_KEYS, apply_thresholds, expected_calibration_error, multilabel_metrics, per_image_bce
+from ..metrics import METRIC_KEYS, PER_LABEL_KEYS, apply_thresholds, errors_by_kind, expected_calibration_error, multilabel_metrics, per_image_bce
 from ..report.figures import plot_confusion_matrices, plot_image_grid, plot_pr_curves, plot_reliability, plot_training_curves, result_caption
 from ..report.html import Section, figure, table, write_page
 from ..runs import RunDir
@@ -54,37 +56,78 @@ def evaluate_checkpoint(model_path, out, data=None, labels=None, fmt: str = "aut
     max_pixels = max_pixels or DEFAULT_MAX_PIXELS
     predictor = Predictor(model_path, fallback=fallback, max_pixels=max_pixels)
     probs = predictor.dataset_probabilities(ds, progress=progress)
-    y = ds.labels.astype(np.uint8)
-    m = multilabel_metrics(y, probs, predictor.thresholds, ds.classes, fallback=fallback)
-    eces = [expected_calibration_error(y[:, j], probs[:, j]) for j in range(y.shape[1])]
-    m["ece"] = dict(zip(ds.classes, eces))
-    m["mean_ece"] = float(np.mean(eces))
-    for c, e in zip(ds.classes, eces):
-        m["per_label"][c]["ece"] = e
+    scored = Scored(ds, probs, apply_thresholds(probs, predictor.thresholds, fallback), predictor.thresholds, max_pixels)
+    m = scored_metrics(scored, fallback)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "metrics.json", m)
-    write_evaluation_report(out, ds, probs, predictor.thresholds, m, eces, model_path, fallback, n_grid, max_pixels)
+    write_evaluation_report(out, scored, m, model_path, n_grid)
     return m
 
 
-def _result_grid(ds: MultiLabelDataset, probs: np.ndarray, pred: np.ndarray, indices: Sequence[int], path: Path, title: str, max_pixels: int) -> Path:
-    classes = list(ds.classes)
-    images = [open_image(ds.paths[i], max_pixels) for i in indices]
-    captions = [result_caption(ds.paths[i].name, ds.label_names(i), [c for c, v in zip(classes, pred[i]) if v], dict(zip(classes, probs[i]))) for i in indices]
+@dataclass(frozen=True)
+class Scored:
+    """A data set with a model's probabilities, its 0/1 decisions and the thresholds behind them."""
+
+    ds: MultiLabelDataset
+    probs: np.ndarray
+    pred: np.ndarray
+    thresholds: np.ndarray
+    max_pixels: int
+
+    @property
+    def y(self) -> np.ndarray:
+        return self.ds.labels.astype(np.uint8)
+
+
+def scored_metrics(s: Scored, fallback: bool) -> dict:
+    """Every metric, calibration (ECE per label) and the errors by kind (missed / extra per label)."""
+    m = multilabel_metrics(s.y, s.probs, s.thresholds, s.ds.classes, fallback=fallback)
+    eces = [expected_calibration_error(s.y[:, j], s.probs[:, j]) for j in range(s.y.shape[1])]
+    m["ece"] = dict(zip(s.ds.classes, eces))
+    m["mean_ece"] = float(np.mean(eces))
+    for c, e in zip(s.ds.classes, eces):
+        m["per_label"][c]["ece"] = e
+    m["errors_by_kind"] = errors_by_kind(s.y, s.pred, s.ds.classes)
+    return m
+
+
+def _result_grid(s: Scored, indices: Sequence[int], path: Path, title: str) -> Path:
+    classes = list(s.ds.classes)
+    images = [open_image(s.ds.paths[i], s.max_pixels) for i in indices]
+    captions = [result_caption(s.ds.paths[i].name, s.ds.label_names(i), [c for c, v in zip(classes, s.pred[i]) if v], dict(zip(classes, s.probs[i]))) for i in indices]
     return plot_image_grid(images, captions, path, ncols=5, title=title)
 
 
-def _figures(out: Path, ds: MultiLabelDataset, probs: np.ndarray, thresholds: np.ndarray, eces: Sequence[float], model_path: Path, fallback: bool, n_grid: int, max_pixels: int) -> list[Section]:
-    y, classes = ds.labels.astype(np.uint8), list(ds.classes)
-    pred = apply_thresholds(probs, thresholds, fallback)
-    sample = sorted(np.random.default_rng(0).permutation(len(ds))[: min(n_grid, len(ds))].tolist())
-    worst = np.argsort(-per_image_bce(y, probs))[: min(15, len(ds))].tolist()
+def error_grid_name(kind: str, label: str) -> str:
+    """``errors_missed_trees.png``: the grid of one kind of error of one label."""
+    return f"errors_{kind}_{re.sub(r'[^A-Za-z0-9_-]+', '_', label)}.png"
+
+
+def error_sections(out: Path, s: Scored, per_grid: int = 10) -> list[Section]:
+    """A table of missed / extra labels and, per label and kind, the most confident mistakes."""
+    counts = errors_by_kind(s.y, s.pred, s.ds.classes)
+    sections = [Section("Errors by kind", table(("label", "missed (label given, not predicted)", "extra (predicted, not given)"), [(c, k["missed"], k["extra"]) for c, k in counts.items()]),
+                        "Each wrong (image, label) pair is a missed label or an extra one; the grids below show the most confident of each.")]  # fmt: skip
+    for j, label in enumerate(s.ds.classes):
+        for kind, wrong, confidence in (("missed", (s.y[:, j] == 1) & (s.pred[:, j] == 0), -s.probs[:, j]), ("extra", (s.y[:, j] == 0) & (s.pred[:, j] == 1), s.probs[:, j])):
+            rows = np.flatnonzero(wrong)
+            if len(rows):
+                worst = rows[np.argsort(-confidence[rows])][:per_grid].tolist()
+                title = f"{kind} {label}: {len(rows)} image(s)" + (f", the {per_grid} most confident" if len(rows) > per_grid else "")
+                sections.append(Section(f"{kind.capitalize()} {label}", figure(_result_grid(s, worst, out / error_grid_name(kind, label), title))))
+    return sections
+
+
+def _figures(out: Path, s: Scored, model_path: Path, n_grid: int, eces: Sequence[float]) -> list[Section]:
+    y, classes = s.y, list(s.ds.classes)
+    sample = sorted(np.random.default_rng(0).permutation(len(s.ds))[: min(n_grid, len(s.ds))].tolist())
+    worst = np.argsort(-per_image_bce(y, s.probs))[: min(15, len(s.ds))].tolist()
     sections = [
-        Section("Predictions", figure(_result_grid(ds, probs, pred, sample, out / "predictions.png", "True vs predicted labels", max_pixels)), "Random images: correct labels green, missed orange, extra red, with probabilities."),
-        Section("Highest loss", figure(_result_grid(ds, probs, pred, worst, out / "highest_loss.png", "Highest-loss images", max_pixels)), "The images the model gets most wrong (largest per-image BCE)."),
-        Section("Confusion per label", figure(plot_confusion_matrices(y, pred, classes, out / "confusion.png")), "A 2x2 confusion matrix for each label at its threshold."),
-        Section("Precision-recall", figure(plot_pr_curves(y, probs, thresholds, classes, out / "pr_curves.png")), "Per label, with the tuned threshold marked."),
-        Section("Calibration", figure(plot_reliability(y, probs, classes, eces, out / "reliability.png")), "Reliability diagrams and expected calibration error per label."),
+        Section("Predictions", figure(_result_grid(s, sample, out / "predictions.png", "True vs predicted labels")), "Random images: correct labels green, missed orange, extra red, with probabilities."),
+        Section("Highest loss", figure(_result_grid(s, worst, out / "highest_loss.png", "Highest-loss images")), "The images the model gets most wrong (largest per-image BCE)."),
+        Section("Confusion per label", figure(plot_confusion_matrices(y, s.pred, classes, out / "confusion.png")), "A 2x2 confusion matrix for each label at its threshold."),
+        Section("Precision-recall", figure(plot_pr_curves(y, s.probs, s.thresholds, classes, out / "pr_curves.png")), "Per label, with the tuned threshold marked."),
+        Section("Calibration", figure(plot_reliability(y, s.probs, classes, eces, out / "reliability.png")), "Reliability diagrams and expected calibration error per label."),
     ]
     run_csv = RunDir(model_path.parent).metrics_csv
     rows = list(csv.DictReader(open(run_csv))) if run_csv.is_file() else []
@@ -93,12 +136,13 @@ def _figures(out: Path, ds: MultiLabelDataset, probs: np.ndarray, thresholds: np
     return sections
 
 
-def write_evaluation_report(out: Path, ds: MultiLabelDataset, probs: np.ndarray, thresholds: np.ndarray, m: dict, eces: Sequence[float], model_path: Path, fallback: bool, n_grid: int, max_pixels: int) -> Path:
+def write_evaluation_report(out: Path, s: Scored, m: dict, model_path: Path, n_grid: int) -> Path:
     """Pictures of the results and one report.html that embeds them."""
     keys = list(METRIC_KEYS) + ["mean_ece"]
     cols = list(PER_LABEL_KEYS[:4]) + ["ece"] + list(PER_LABEL_KEYS[4:])
+    eces = [m["ece"][c] for c in s.ds.classes]
     sections = [
         Section("Metrics", table(("metric", "value"), [(k, m[k]) for k in keys])),
         Section("Per label", table(["label"] + cols, [[c] + [r[k] for k in cols] for c, r in m["per_label"].items()])),
-    ] + _figures(out, ds, probs, thresholds, eces, model_path, fallback, n_grid, max_pixels)
-    return write_page(out / "report.html", f"Evaluation of {model_path.name}", sections, subtitle=[f"{m['n_images']} images from {ds.root}"])
+    ] + _figures(out, s, model_path, n_grid, eces) + error_sections(out, s)
+    return write_page(out / "report.html", f"Evaluation of {model_path.name}", sections, subtitle=[f"{m['n_images']} images from {s.ds.root}"])
