@@ -114,7 +114,7 @@ def _train_locked(cfg: Config | None, run: RunDir, resume: bool, progress: bool,
     t_start = time.time()
     ds = load_dataset(cfg.data.path, cfg.data.labels, cfg.data.format)
     if resume:
-        check_data(run, ds)
+        check_data(run, ds, split)
     setup = prepare(cfg, cache_dir_of(cfg, run), progress, ds=ds, split=split, cache_all_images=cache_all_images)
     if resume:
         setup.model.load_state_dict(read_checkpoint(run.last)["state_dict"])

@@ -21,8 +21,12 @@ def record_data(run: RunDir, ds: MultiLabelDataset) -> None:
     atomic_write_json(run.data_identity, {"path": str(ds.root), "n_images": len(ds), "fingerprint": fingerprint(ds)})
 
 
-def check_data(run: RunDir, ds: MultiLabelDataset) -> None:
-    """The images now at the run's data path must be the ones it was trained on (runs from before data.json pass)."""
+def check_data(run: RunDir, ds: MultiLabelDataset, split: Split) -> None:
+    """The images now at the run's data path must be the ones it was trained on (runs from before data.json:
+    at least as many as its split refers to)."""
+    n = len(ds)
+    if any(len(idx) and int(idx.max()) >= n for idx in (split.train, split.val, split.test)):
+        raise DataError(f"{run.split}: refers to images beyond the {n} of {ds.root}; the data changed since the run was trained")
     if not run.data_identity.is_file():
         return
     then = json.loads(run.data_identity.read_text())
@@ -42,10 +46,7 @@ def load_run_data(run_dir: Path | str) -> tuple[MultiLabelDataset, Split]:
     split = Split.read(run.split)
     cfg = load_config(run.config)
     ds = load_dataset(cfg.data.path, cfg.data.labels, cfg.data.format)
-    check_data(run, ds)
-    n = len(ds)
-    if any(len(idx) and int(idx.max()) >= n for idx in (split.train, split.val, split.test)):
-        raise DataError(f"{run.split}: refers to images beyond the {n} of {ds.root}")
+    check_data(run, ds, split)
     return ds, split
 
 
