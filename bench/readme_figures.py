@@ -12,8 +12,8 @@ Two steps:
    * ``ensemble_cv5.json`` from ``runs/cv5/ensemble_cv_checkpoint.json`` (``bench/ensemble_cv.py runs/cv5 runs/cv5_best --checkpoint``)
    * ``best_split.json``   from ``runs/best`` (``scenetag train --preset best --out runs/best``)
    * ``ensemble_split.json`` from ``runs/ensemble.pt`` (``scenetag ensemble ... --tune-on runs/default``)
-   * ``train_speed.json`` and ``predict_speed.json`` are written by ``bench/train_speed.py --json`` and
-     ``bench/predict_speed.py --json`` directly.
+   * ``train_speed.json``, ``predict_speed.json`` and ``cli_startup.json`` are written by
+     ``bench/train_speed.py --json``, ``bench/predict_speed.py --json`` and ``bench/cli_startup.py --json`` directly.
 
 2. (always) rewrite the README blocks between ``<!-- figures:NAME -->`` and
    ``<!-- /figures:NAME -->`` from those files. ``--check`` only compares and
@@ -181,6 +181,9 @@ def render_speed(f: dict[str, dict[str, Any]]) -> str:
         per = ", ".join(f"{ph} {v['cached_s_per_epoch']:.1f} vs {v['uncached_s_per_epoch']:.1f} ({v['speedup']:.1f}x)" for ph, v in t["phases"].items())
         rows.append(f"| training, seconds per epoch, cached vs recomputing the same frozen part every batch (`{t['command']}`, {t['images']} images x {len(t['views'].strip('[]').split(','))} views, steady state) | {per} |")
         rows.append(f"| same schedule ({t['epochs_per_phase']} epochs per phase), whole run incl. caching pass and evaluation | {t['whole_run_s']['cached']} s cached vs {t['whole_run_s']['uncached']} s uncached |")
+    if "cli_startup" in f:
+        c = f["cli_startup"]["median_seconds"]
+        rows.append(f"| `scenetag --help` / `--version` / `train --help`, fresh process (`{f['cli_startup']['command']}`) | {c['--help']:.2f} / {c['--version']:.2f} / {c['train --help']:.2f} s |")
     if "predict_speed" in f:
         p = f["predict_speed"]
         e2e = {(r["engine"], r["tta"]): r["img_per_s"] for r in p["end_to_end"]}
