@@ -23,7 +23,7 @@ LAYERS: list[set[str]] = [
     {"workflows"},
     {"cli", "__main__", "training", "predict", "__init__"},  # entry points and compatibility names
 ]
-MAX_LINES = 60  # per function in train/
+MAX_LINES = 60  # per function, anywhere in the package
 
 
 def _module_name(path: Path) -> str:
@@ -121,9 +121,9 @@ def test_graph_sees_function_level_imports():
     assert "scenetag.train.recipe" in graph["scenetag.cli"]
 
 
-def test_training_functions_are_short():
+def test_functions_are_short():
     long = []
-    for path in (PKG / "train").rglob("*.py"):
+    for path in PKG.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > MAX_LINES:
                 long.append(f"{path.name}:{node.name} ({node.end_lineno - node.lineno + 1} lines)")

@@ -237,56 +237,59 @@ _IMAGE_COLUMNS = ("image", "filename", "file", "path", "image_id", "img", "name"
 _LABELS_COLUMNS = ("labels", "tags", "label")
 
 
-def load_csv(csv_path: Path, image_dir: Path | None = None, classes: Sequence[str] | None = None) -> MultiLabelDataset:
-    """A CSV table: image column + one 0/1 column per class, or ``filename,labels``."""
+def _read_csv_rows(csv_path: Path) -> list[list[str]]:
     try:
         with open(csv_path, newline="", encoding="utf-8-sig") as f:
-            rows = list(csv.reader(f))
-    except (OSError, UnicodeDecodeError) as e:
+            rows = [r for r in csv.reader(f) if any(c.strip() for c in r)]
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise DataError(f"{csv_path}: cannot read CSV ({e})") from None
-    rows = [r for r in rows if any(c.strip() for c in r)]
     if len(rows) < 2:
         raise DataError(f"{csv_path}: no data rows (empty data set)")
+    return rows
+
+
+def _tag_table(csv_path: Path, rows: list[list[str]], img_col: int, label_col: int, classes: Sequence[str] | None) -> tuple[list[str], tuple[str, ...], list[list[int]]]:
+    """``filename,labels`` with space/comma separated names: (image names, classes, 0/1 rows)."""
+    names, tag_lists = [], []
+    for lineno, r in enumerate(rows[1:], 2):
+        if len(r) != 2:
+            raise DataError(f"{csv_path}, line {lineno}: expected 2 columns, got {len(r)}")
+        names.append(r[img_col].strip())
+        tag_lists.append([t for t in re.split(r"[\s,;|]+", r[label_col].strip()) if t])
+    cls = tuple(classes) if classes else tuple(sorted({t for ts in tag_lists for t in ts}))
+    index = {c: i for i, c in enumerate(cls)}
+    y_rows = []
+    for lineno, ts in enumerate(tag_lists, 2):
+        unknown = [t for t in ts if t not in index]
+        if unknown:
+            raise DataError(f"{csv_path}, line {lineno}: unknown class {unknown[0]!r} (classes: {', '.join(cls)})")
+        y_rows.append([int(c in ts) for c in cls])
+    return names, cls, y_rows
+
+
+def _one_hot_table(csv_path: Path, rows: list[list[str]], img_col: int, classes: Sequence[str] | None) -> tuple[list[str], tuple[str, ...], list[list[int]]]:
+    """An image column and one 0/1 column per class: (image names, classes, 0/1 rows)."""
     header = [h.strip() for h in rows[0]]
-    lower = [h.lower() for h in header]
-    img_col = next((lower.index(c) for c in _IMAGE_COLUMNS if c in lower), 0)
-    root = csv_path.parent
-    image_dir = image_dir or _find_image_dir(root)
-    label_col = next((lower.index(c) for c in _LABELS_COLUMNS if c in lower), None)
-    names: list[str] = []
-    y_rows: list[list[int]] = []
-    if label_col is not None and len(header) == 2:
-        tag_lists = []
-        for lineno, r in enumerate(rows[1:], 2):
-            if len(r) != 2:
-                raise DataError(f"{csv_path}, line {lineno}: expected 2 columns, got {len(r)}")
-            names.append(r[img_col].strip())
-            tag_lists.append([t for t in re.split(r"[\s,;|]+", r[label_col].strip()) if t])
-        cls = tuple(classes) if classes else tuple(sorted({t for ts in tag_lists for t in ts}))
-        index = {c: i for i, c in enumerate(cls)}
-        for lineno, ts in enumerate(tag_lists, 2):
-            row = [0] * len(cls)
-            for t in ts:
-                if t not in index:
-                    raise DataError(f"{csv_path}, line {lineno}: unknown class {t!r} (classes: {', '.join(cls)})")
-                row[index[t]] = 1
-            y_rows.append(row)
-    else:
-        class_cols = [i for i in range(len(header)) if i != img_col]
-        cls = tuple(header[i] for i in class_cols)
-        if not cls:
-            raise DataError(f"{csv_path}: no class columns besides the image column {header[img_col]!r}")
-        if classes:
-            unknown = [c for c in cls if c not in classes]
-            if unknown:
-                raise DataError(f"{csv_path}: unknown class column(s) {unknown} (classes: {', '.join(classes)})")
-        if len(set(cls)) != len(cls):
-            raise DataError(f"{csv_path}: duplicate class columns in header {header}")
-        for lineno, r in enumerate(rows[1:], 2):
-            if len(r) != len(header):
-                raise DataError(f"{csv_path}, line {lineno}: has {len(r)} columns, header has {len(header)}")
-            names.append(r[img_col].strip())
-            y_rows.append([parse_label_value(r[i].strip(), f"{csv_path}, line {lineno}, column {header[i]!r}") for i in class_cols])
+    class_cols = [i for i in range(len(header)) if i != img_col]
+    cls = tuple(header[i] for i in class_cols)
+    if not cls:
+        raise DataError(f"{csv_path}: no class columns besides the image column {header[img_col]!r}")
+    unknown = [c for c in cls if classes and c not in classes]
+    if unknown:
+        raise DataError(f"{csv_path}: unknown class column(s) {unknown} (classes: {', '.join(classes)})")
+    if len(set(cls)) != len(cls):
+        raise DataError(f"{csv_path}: duplicate class columns in header {header}")
+    names, y_rows = [], []
+    for lineno, r in enumerate(rows[1:], 2):
+        if len(r) != len(header):
+            raise DataError(f"{csv_path}, line {lineno}: has {len(r)} columns, header has {len(header)}")
+        names.append(r[img_col].strip())
+        y_rows.append([parse_label_value(r[i].strip(), f"{csv_path}, line {lineno}, column {header[i]!r}") for i in class_cols])
+    return names, cls, y_rows
+
+
+def _image_paths(csv_path: Path, names: list[str], image_dir: Path, root: Path) -> tuple[Path, ...]:
+    """Each row's image file: no name twice, no file twice under two names, none missing."""
     seen: dict[str, int] = {}
     for lineno, n in enumerate(names, 2):
         if n in seen:
@@ -304,6 +307,21 @@ def load_csv(csv_path: Path, image_dir: Path | None = None, classes: Sequence[st
         shown = "; ".join(f"line {ln}: {p}" for ln, p in missing[:5])
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
         raise DataError(f"{csv_path}: {len(missing)} image file(s) missing: {shown}{more}")
+    return paths
+
+
+def load_csv(csv_path: Path, image_dir: Path | None = None, classes: Sequence[str] | None = None) -> MultiLabelDataset:
+    """A CSV table: image column + one 0/1 column per class, or ``filename,labels``."""
+    rows = _read_csv_rows(csv_path)
+    lower = [h.strip().lower() for h in rows[0]]
+    img_col = next((lower.index(c) for c in _IMAGE_COLUMNS if c in lower), 0)
+    label_col = next((lower.index(c) for c in _LABELS_COLUMNS if c in lower), None)
+    if label_col is not None and len(lower) == 2:
+        names, cls, y_rows = _tag_table(csv_path, rows, img_col, label_col, classes)
+    else:
+        names, cls, y_rows = _one_hot_table(csv_path, rows, img_col, classes)
+    root = csv_path.parent
+    paths = _image_paths(csv_path, names, image_dir or _find_image_dir(root), root)
     y = np.asarray(y_rows, dtype=np.uint8).reshape(len(paths), len(cls))
     return MultiLabelDataset(paths, cls, y, root, source=f"csv:{csv_path}")
 
