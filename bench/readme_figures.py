@@ -179,7 +179,9 @@ def render_speed(f: dict[str, dict[str, Any]]) -> str:
     if "train_speed" in f:
         t = f["train_speed"]
         per = ", ".join(f"{ph} {v['cached_s_per_epoch']:.1f} vs {v['uncached_s_per_epoch']:.1f} ({v['speedup']:.1f}x)" for ph, v in t["phases"].items())
-        rows.append(f"| training, seconds per epoch, cached vs recomputing the same frozen part every batch (`{t['command']}`, {t['images']} images x {len(t['views'].strip('[]').split(','))} views, steady state) | {per} |")
+        images = "the default split's training" if t["images"] == "all" else t["images"]
+        views = len(t["views"].strip("[]").split(","))
+        rows.append(f"| training, seconds per epoch, cached vs recomputing the same frozen part every batch (`{t['command']}`, {images} images x {views} views, steady state) | {per} |")
         rows.append(f"| same schedule ({t['epochs_per_phase']} epochs per phase), whole run incl. caching pass and evaluation | {t['whole_run_s']['cached']} s cached vs {t['whole_run_s']['uncached']} s uncached |")
     if "cli_startup" in f:
         c = f["cli_startup"]["median_seconds"]
