@@ -33,8 +33,10 @@ run: install
 	$(VENV)/bin/scenetag run --data $(DATA) --out $(OUT) $(ARGS)
 
 # pytest exits 5 when it collects no test: that fails here like any other error.
+# Two workers (pytest-xdist), one per core: each test process uses one torch thread (tests/conftest.py).
+PYTEST_WORKERS ?= 2
 test: install-test browser
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) $(ARGS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
