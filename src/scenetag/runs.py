@@ -164,7 +164,7 @@ def locked(run: RunDir) -> Iterator[RunDir]:
             except (OSError, ValueError):
                 pid = 0
             if pid and pid != os.getpid() and _pid_alive(pid):
-                raise UsageError(f"{run} is in use by another scenetag process (PID {pid}); wait for it or use another --out") from None
+                raise UsageError(f"{run} is in use by another scenetag process (PID {pid}); wait for it or use another --out (if no scenetag runs there, remove {run.lock_file})") from None
             if pid == os.getpid():
                 yield run  # re-entrant: this process already holds it (e.g. run -> train)
                 return
