@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -34,3 +35,18 @@ def test_crop_mode_keeps_centre():
     pp = Preprocessing(size=16, resize="crop", crop_pct=0.5)
     x = eval_tensor(_img(), pp)
     assert x.shape == (3, 16, 16)
+
+
+def test_one_view_alone_equals_that_view_of_all_views():
+    """The uncached baseline draws one view per image; it must be the pixels the cache holds."""
+    from PIL import Image
+
+    from scenetag.data.transforms import make_view
+
+    rng = np.random.default_rng(0)
+    img = Image.fromarray(rng.integers(0, 255, (40, 60, 3), dtype=np.uint8))
+    kinds = ["orig", "flip", "crop", "crop", "crop_flip", "crop_flip"]
+    pp = Preprocessing(size=32)
+    every = make_views(img, kinds, pp, seed=11)
+    for i in range(len(kinds)):
+        assert torch.equal(make_view(img, kinds, i, pp, seed=11), every[i]), kinds[i]

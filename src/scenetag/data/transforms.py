@@ -82,6 +82,33 @@ def make_views(img: Image.Image, kinds: list[str], pp: Preprocessing, seed: int)
     return torch.stack(out)
 
 
+def make_view(img: Image.Image, kinds: list[str], index: int, pp: Preprocessing, seed: int) -> torch.Tensor:
+    """View ``index`` of :func:`make_views` alone, the same pixels at the cost of one view.
+
+    The crops before it only draw their random parameters (the random streams
+    advance as if they had been made); nothing else is computed.
+    """
+    crop = _crop_transform(pp)
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        for kind in kinds[:index]:
+            if kind in ("crop", "crop_flip"):
+                for t in crop.transforms:  # the parameters of a crop and its jitter depend on the image size only
+                    t.make_params([img])
+        kind = kinds[index]
+        if kind in ("orig", "flip"):
+            base = resize_image(img, pp)
+            v = base if kind == "orig" else F.horizontal_flip(base)
+        elif kind in ("crop", "crop_flip"):
+            v = crop(img) if kind == "crop" else F.horizontal_flip(crop(img))
+        else:
+            raise ValueError(f"unknown view kind {kind!r}; choose from {VIEW_KINDS}")
+        return to_tensor(v, pp)
+    finally:
+        torch.random.set_rng_state(gen_state)
+
+
 def image_seed(base_seed: int, index: int) -> int:
     """A per-image seed that does not depend on batch composition."""
     return int(np.random.SeedSequence([base_seed, index]).generate_state(1)[0])

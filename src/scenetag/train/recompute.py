@@ -18,7 +18,7 @@ import torch
 
 from ..data.images import open_image
 from ..data.preprocessing import Preprocessing
-from ..data.transforms import image_seed, make_views
+from ..data.transforms import image_seed, make_view
 from ..models.net import MultiLabelNet
 
 
@@ -37,8 +37,8 @@ class RecomputedActivations:
         views = np.broadcast_to(np.asarray(views), (len(images),))
         decoded = self._pool.map(self._decode, [int(i) for i in images])  # decoding overlaps in threads
         # Views in this thread: they reseed torch's global RNG per image, which threads would race on.
-        # All views from the per-image seed, then the one asked for: the pixels the cache would hold.
-        return torch.stack([make_views(img, self.kinds, self.pp, image_seed(self.seed, self.ids[int(i)]))[int(v)] for img, i, v in zip(decoded, images, views)])
+        # Only the view asked for is made, with the pixels the cache holds for it (same per-image seed).
+        return torch.stack([make_view(img, self.kinds, int(v), self.pp, image_seed(self.seed, self.ids[int(i)])) for img, i, v in zip(decoded, images, views)])
 
     @torch.no_grad()
     def frozen_forward(self, tap: int, x: torch.Tensor) -> torch.Tensor:
