@@ -64,7 +64,7 @@ def test_lr_find_command(synth_dir, tmp_path, capsys):
     assert (tmp_path / "lr" / "lr_find_1_head.png").stat().st_size > 5000
 
 
-def test_finder_without_a_batch_of_two_is_an_error(synth_dir, tmp_path):
+def test_training_without_a_batch_of_two_is_refused_before_caching(synth_dir, tmp_path):
     import pytest
 
     from scenetag.errors import TrainingError
@@ -72,9 +72,31 @@ def test_finder_without_a_batch_of_two_is_an_error(synth_dir, tmp_path):
 
     from ..conftest import tiny_cfg
 
-    # batch_size 1: every batch has one image, which BatchNorm cannot train on (this looped forever before).
+    # batch_size 1: every batch has one image, which BatchNorm cannot train on (the finder looped forever before).
     with pytest.raises(TrainingError, match="no training batch of at least 2 images"):
         train(tiny_cfg(synth_dir, **{"train.batch_size": 1}), tmp_path / "r", progress=False)
+    assert not (tmp_path / "r" / "cache").exists()
+
+
+def test_batch_count_matches_the_batches_and_the_finder_never_loops_on_none():
+    import pytest
+
+    from scenetag.errors import TrainingError
+    from scenetag.train.batches import batches_per_epoch, endless_batches, epoch_batches
+
+    class Cache:  # answers like an activation cache: one 4-number vector per (image, view)
+        kinds = ["orig"]
+
+        def get(self, tap, images, views):
+            return torch.zeros(len(images), 4)
+
+    for n in range(0, 12):
+        for bs in range(1, 6):
+            rows, y = np.arange(n), np.zeros((n, 2))
+            counted = sum(1 for _ in epoch_batches(Cache(), 0, rows, y, bs, np.random.default_rng(0)))
+            assert batches_per_epoch(n, bs) == counted, (n, bs)
+    with pytest.raises(TrainingError, match="no training batch"):
+        next(endless_batches(Cache(), 0, np.arange(1), np.zeros((1, 2)), 8, seed=0))  # one image on this shard
 
 
 def test_diverging_loss_is_an_error_naming_the_phase():

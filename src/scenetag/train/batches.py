@@ -12,27 +12,37 @@ from ..models.net import MultiLabelNet
 from .cache import ActivationCache
 
 
+MIN_BATCH = 2  # BatchNorm cannot train on a batch of one
+
+
+def batches_per_epoch(n_images: int, batch_size: int) -> int:
+    """Training steps in one epoch: the batches :func:`epoch_batches` yields (a last batch of one is dropped)."""
+    full, rest = divmod(n_images, batch_size)
+    return full + (rest >= MIN_BATCH) if batch_size >= MIN_BATCH else 0
+
+
+def no_batch_error(n_images: int, batch_size: int) -> TrainingError:
+    return TrainingError(f"no training batch of at least {MIN_BATCH} images ({n_images} training image(s), batch size {batch_size}); BatchNorm cannot train on one: add images or raise train.batch_size")
+
+
 def epoch_batches(cache: ActivationCache, tap: int, rows: np.ndarray, y: np.ndarray, batch_size: int, rng: np.random.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """One epoch: every training image once, each with one of its cached views at random."""
     order = rng.permutation(len(rows))
     views = rng.integers(0, len(cache.kinds), size=len(rows))
     for s in range(0, len(order), batch_size):
         b = order[s : s + batch_size]
-        if len(b) < 2:  # BatchNorm cannot train on a batch of one
+        if len(b) < MIN_BATCH:
             continue
         yield cache.get(tap, rows[b], views[b]), torch.from_numpy(y[b]).float()
 
 
 def endless_batches(cache: ActivationCache, tap: int, rows: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Epoch after epoch (for the LR finder); an epoch with no batch of two images is an error, not an endless loop."""
+    if not batches_per_epoch(len(rows), batch_size):
+        raise no_batch_error(len(rows), batch_size)
     rng = np.random.default_rng(seed)
     while True:
-        n = 0
-        for batch in epoch_batches(cache, tap, rows, y, batch_size, rng):
-            n += 1
-            yield batch
-        if n == 0:
-            raise TrainingError(f"no training batch of at least 2 images ({len(rows)} training image(s), batch size {batch_size}); BatchNorm cannot train on one")
+        yield from epoch_batches(cache, tap, rows, y, batch_size, rng)
 
 
 def to_device(x: torch.Tensor, device: str) -> torch.Tensor:

@@ -20,7 +20,7 @@ from ..io import atomic_write_json
 from ..metrics import multilabel_metrics
 from ..report.figures import plot_lr_find
 from ..runs import RunDir
-from .batches import autocast_ctx, endless_batches, epoch_batches, mixup, to_device
+from .batches import autocast_ctx, batches_per_epoch, endless_batches, epoch_batches, mixup, to_device
 from .distributed import average_buffers, broadcast
 from .lr_find import lr_find
 from .optim import discriminative_groups, make_optimizer, one_cycle
@@ -67,8 +67,7 @@ def find_lr(setup: TrainingSetup, phase_index: int, boundary: int, loss_fn: nn.M
 
 def steps_per_epoch(setup: TrainingSetup) -> int:
     """Batches of at least two images per epoch; under torchrun, the same count on every rank."""
-    rows, bs = setup.layout.train_rows, setup.cfg.train.batch_size
-    steps = sum(1 for s in range(0, len(rows), bs) if len(rows[s : s + bs]) >= 2)
+    steps = batches_per_epoch(len(setup.layout.train_rows), setup.cfg.train.batch_size)
     if setup.dist.enabled:  # every rank must take the same number of synchronised steps
         t = torch.tensor(steps)
         torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MIN)

@@ -22,10 +22,10 @@ from ..data.dataset import MultiLabelDataset
 from ..data.layouts import load_dataset
 from ..data.splits import Split, split_dataset
 from ..data.preprocessing import Preprocessing
-from ..errors import ConfigError, TrainingError
+from ..errors import ConfigError
 from ..model_meta import build_meta
 from ..models.net import MultiLabelNet, build_model, model_preprocessing
-from .batches import predict_cached
+from .batches import batches_per_epoch, no_batch_error, predict_cached
 from .cache import ActivationCache, build_cache
 from .recompute import RecomputedActivations
 from .distributed import DistInfo, GradSync, gather_rows, init_distributed, pick_device, shard_of
@@ -143,9 +143,8 @@ class TrainingSetup:
 
 def check_trainable(n_train: int, batch_size: int) -> None:
     """Refuse, before any caching, a run that could not take one training step (BatchNorm needs 2 images a batch)."""
-    steps = sum(1 for start in range(0, n_train, batch_size) if min(batch_size, n_train - start) >= 2)
-    if steps == 0:
-        raise TrainingError(f"no training batch of at least 2 images ({n_train} training image(s), batch size {batch_size}); BatchNorm cannot train on one: add images or raise train.batch_size")
+    if not batches_per_epoch(n_train, batch_size):
+        raise no_batch_error(n_train, batch_size)
 
 
 def eval_views(cfg: Config) -> list[str]:
