@@ -71,7 +71,7 @@ def test_onnx_sidecar_and_graph_are_checked(trained_run, tmp_path):
     import onnx
 
     from scenetag.infer.export import export_onnx
-    from scenetag.infer.onnx import META_KEY, load_onnx
+    from scenetag.infer.onnx import load_onnx
 
     _, run, _ = trained_run
     path = tmp_path / "m.onnx"
@@ -93,4 +93,3 @@ def test_onnx_sidecar_and_graph_are_checked(trained_run, tmp_path):
         load_onnx(path)
     path.with_suffix(".json").write_text(json.dumps(sidecar))
     assert load_onnx(path)[1]["classes"] == sidecar["classes"]
-    assert META_KEY == "scenetag"

@@ -103,9 +103,8 @@ def error_grid_name(kind: str, label: str) -> str:
     return f"errors_{kind}_{re.sub(r'[^A-Za-z0-9_-]+', '_', label)}.png"
 
 
-def error_sections(out: Path, s: Scored, per_grid: int = 10) -> list[Section]:
-    """A table of missed / extra labels and, per label and kind, the most confident mistakes."""
-    counts = errors_by_kind(s.y, s.pred, s.ds.classes)
+def error_sections(out: Path, s: Scored, counts: dict[str, dict[str, int]], per_grid: int = 10) -> list[Section]:
+    """A table of missed / extra labels (``counts``, from :func:`errors_by_kind`) and, per label and kind, the most confident mistakes."""
     sections = [Section("Errors by kind", table(("label", "missed (label given, not predicted)", "extra (predicted, not given)"), [(c, k["missed"], k["extra"]) for c, k in counts.items()]),
                         "Each wrong (image, label) pair is a missed label or an extra one; the grids below show the most confident of each.")]  # fmt: skip
     for j, label in enumerate(s.ds.classes):
@@ -144,5 +143,5 @@ def write_evaluation_report(out: Path, s: Scored, m: dict, model_path: Path, n_g
     sections = [
         Section("Metrics", table(("metric", "value"), [(k, m[k]) for k in keys])),
         Section("Per label", table(["label"] + cols, [[c] + [r[k] for k in cols] for c, r in m["per_label"].items()])),
-    ] + _figures(out, s, model_path, n_grid, eces) + error_sections(out, s)
+    ] + _figures(out, s, model_path, n_grid, eces) + error_sections(out, s, m["errors_by_kind"])
     return write_page(out / "report.html", f"Evaluation of {model_path.name}", sections, subtitle=[f"{m['n_images']} images from {s.ds.root}"])
