@@ -55,8 +55,9 @@ def test_run_command_explores_trains_evaluates_then_reuses(synth_dir, tmp_path, 
             "--set", "train.phases=[{name: head, unfreeze: 0.0, epochs: 1, lr: 0.003, lr_mult: 1.0}]"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "60 images, 5 classes" in out and "samples_f1" in out
-    for f in ["explore/report.html", "best.pt", "evaluation/report.html", "evaluation/metrics.json", "run.json"]:
+    assert "60 images, 5 classes" in out and "samples_f1" in out and "held-out estimate" in out
+    assert f"refit on all 60 labelled images" in out and "final.pt is the model to ship" in out
+    for f in ["explore/report.html", "best.pt", "evaluation/report.html", "evaluation/metrics.json", "run.json", "final.pt", "refit/best.pt"]:
         assert (tmp_path / "r" / f).is_file(), f
     import json
 
@@ -64,8 +65,12 @@ def test_run_command_explores_trains_evaluates_then_reuses(synth_dir, tmp_path, 
     evaluated = json.loads((tmp_path / "r" / "evaluation" / "metrics.json").read_text())
     assert not first["reused"] and first["seconds"]["total"] >= first["seconds"]["train"] > 0
     assert first["test"]["samples_f1"] == evaluated["samples_f1"] and first["test"]["n_images"] == evaluated["n_images"]
+    assert first["final"]["n_images"] == 60 and first["final"]["path"].endswith("final.pt") and first["seconds"]["refit"] > 0
+    assert main(["predict", "--model", str(tmp_path / "r"), str(synth_dir / "original" / "1.jpg"), "-q"]) == 0
+    assert f"model: {tmp_path / 'r' / 'final.pt'}" in capsys.readouterr().err  # a run folder means the model it ships
     assert main(args) == 0
-    assert "already holds a finished run" in capsys.readouterr().out
+    again = capsys.readouterr().out
+    assert "already holds a finished run" in again and "(reused)" in again
     assert json.loads((tmp_path / "r" / "run.json").read_text())["reused"]
     # An interrupted run with other settings is refused, naming what differs.
     (tmp_path / "r" / "result.json").unlink()

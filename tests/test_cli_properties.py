@@ -32,6 +32,8 @@ def _base(command: str, tmp) -> list[str]:
         "explore": [command, "--data", missing, "--out", str(tmp / "o")],
         "train": [command, "--data", missing, "--out", str(tmp / "o")],
         "run": [command, "--data", missing, "--out", str(tmp / "o")],
+        "distill": [command, "--teacher", missing + ".pt", "--data", missing, "--out", str(tmp / "o")],
+        "refit": [command, missing],
         "lr-find": [command, "--data", missing, "--out", str(tmp / "o")],
         "evaluate": [command, "--model", missing + ".pt", "--data", missing, "--out", str(tmp / "o")],
         "predict": [command, "--model", missing + ".pt", missing + ".jpg"],

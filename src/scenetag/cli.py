@@ -179,11 +179,16 @@ def _cross_validate(args: argparse.Namespace) -> int:
 
         res = make_ensemble([out.fold(i).best for i in range(args.cv)], out.ensemble, progress=not args.quiet)
         print(f"ensemble of the {args.cv} fold models: {res['path']} ({res['threshold_source']})")
+    if args.refit:
+        from .train.refit import refit_after_cv
+
+        _print_refit(refit_after_cv(out.path, args.cv, progress=not args.quiet), f"the {args.cv}-fold mean above")
     return EXIT_OK
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .train.recipe import train
+    from .train.refit import refit
 
     if args.ensemble and not args.cv:
         raise UsageError("--ensemble averages the fold models of --cv K; to combine other checkpoints use `scenetag ensemble`")
@@ -191,12 +196,37 @@ def cmd_train(args: argparse.Namespace) -> int:
         return _cross_validate(args)
     if args.resume:
         _refuse_changes_on_resume(args)
+    if args.refit:
+        from .train.refit import one_process
+
+        one_process()  # before hours of training, not after
     out = Path(args.resume or args.out)
     result = train(None if args.resume else _load_cfg(args), out, resume=bool(args.resume), progress=not args.quiet)
     if int(os.environ.get("RANK", "0")) > 0:
         return EXIT_OK  # under torchrun rank 0 reports
     _print_result(result)
     print(f"trained in {result['train_seconds']:.0f}s; run folder: {out} (best.pt, metrics.csv, curves.png)")
+    if args.refit:
+        _print_refit(refit(out, progress=not args.quiet))
+    return EXIT_OK
+
+
+def _print_refit(res: dict, estimate: str = "the held-out estimate of best.pt") -> None:
+    took = "reused" if res["reused"] else f"{res['train_seconds']:.0f}s"
+    print(f"refit on all {res['n_images']} labelled images ({took}): {res['final']} is the model to ship;")
+    print(f"  its expected quality is {estimate} (a model cannot be scored on images it trained on)")
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    """``train`` with ``train.teacher`` (and ``train.teacher_weight``) set from the flags."""
+    args.set = list(args.set or []) + [f"train.teacher={args.teacher}"] + ([f"train.teacher_weight={args.teacher_weight}"] if args.teacher_weight is not None else [])
+    return cmd_train(args)
+
+
+def cmd_refit(args: argparse.Namespace) -> int:
+    from .train.refit import refit
+
+    _print_refit(refit(Path(args.run), progress=not args.quiet))
     return EXIT_OK
 
 
@@ -205,18 +235,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .runs import RunDir
     from .workflows.run import main_job
 
-    out = main_job(_load_cfg(args), Path(args.out), progress=not args.quiet, say=print)
+    out = main_job(_load_cfg(args), Path(args.out), progress=not args.quiet, say=print, refit=not args.no_refit)
     result, evaluation = out["result"], out["evaluation"]
     if result.get("reused"):
         print(f"{args.out} already holds a finished run with this config (remove it to retrain); its results:")
     else:
         print(f"trained in {result['train_seconds']:.0f}s")
     if evaluation:
-        _print_metrics(evaluation, "test split, evaluated from the images (tuned per-label thresholds)")
+        _print_metrics(evaluation, f"held-out estimate: best.pt on the test split ({evaluation['n_images']} images it never saw; tuned per-label thresholds)")
         print(f"evaluation report: {RunDir(args.out).evaluation / 'report.html'}")
     else:
         _print_result(result)
-    print(f"run folder: {args.out} (best.pt, metrics.csv, curves.png, run.json)")
+    if out["refit"]:
+        _print_refit(out["refit"])
+    shipped = "final.pt, best.pt" if out["refit"] else "best.pt"
+    print(f"run folder: {args.out} ({shipped}, metrics.csv, curves.png, run.json)")
     return EXIT_OK
 
 
@@ -231,17 +264,27 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .workflows.evaluate import evaluate_checkpoint
 
-    m = evaluate_checkpoint(args.model, Path(args.out), data=args.data, labels=args.labels, fmt=args.layout or "auto", split=args.split, fallback=not args.no_fallback, progress=not args.quiet, max_pixels=args.max_pixels)
+    m = evaluate_checkpoint(_model_file(args.model, evaluated=bool(args.split)), Path(args.out), data=args.data, labels=args.labels, fmt=args.layout or "auto", split=args.split, fallback=not args.no_fallback, progress=not args.quiet, max_pixels=args.max_pixels)
     _print_metrics(m, "evaluation")
     print(f"report: {Path(args.out) / 'report.html'}; metrics: {Path(args.out) / 'metrics.json'}")
     return EXIT_OK
+
+
+def _model_file(given: str, evaluated: bool = False) -> Path:
+    """``--model``: a file, or a run folder (its final.pt, else best.pt; with ``evaluated`` its best.pt), said on stderr."""
+    from .runs import model_file
+
+    path = model_file(given, evaluated)
+    if path != Path(given):
+        print(f"model: {path}", file=sys.stderr)
+    return path
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from .infer.outputs import write_predictions
     from .infer.predictor import Predictor, expand_paths, shard
 
-    predictor = Predictor(args.model, batch_size=args.batch_size, fallback=not args.no_fallback, max_pixels=args.max_pixels)
+    predictor = Predictor(_model_file(args.model), batch_size=args.batch_size, fallback=not args.no_fallback, max_pixels=args.max_pixels)
     paths = expand_paths(args.paths)
     if args.shard:
         paths = shard(paths, args.shard)
@@ -263,7 +306,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_ensemble(args: argparse.Namespace) -> int:
     from .workflows.ensemble import make_ensemble
 
-    res = make_ensemble(args.models, Path(args.out), weights=args.weights, tune_on=args.tune_on, progress=not args.quiet)
+    res = make_ensemble([_model_file(m) for m in args.models], Path(args.out), weights=args.weights, tune_on=args.tune_on, progress=not args.quiet)
     print(f"thresholds ({res['threshold_source']}): " + " ".join(f"{t:.3f}" for t in res["thresholds"]))
     for part, m in res["metrics"].items():
         _print_metrics(m, f"ensemble on {args.tune_on}'s {part} part")
@@ -275,8 +318,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .infer.export import export_onnx, export_torchscript
 
     fn = export_onnx if args.to == "onnx" else export_torchscript
-    out = args.out or str(Path(args.model).with_suffix(".onnx" if args.to == "onnx" else ".ts"))
-    res = fn(args.model, out)
+    model = _model_file(args.model)
+    out = args.out or str(model.with_suffix(".onnx" if args.to == "onnx" else ".ts"))
+    res = fn(model, out)
     print(f"exported {res['path']} (+ {res['sidecar']}); max abs difference vs PyTorch on a sample batch: {res['max_abs_diff']:.2e}")
     return EXIT_OK
 
@@ -284,11 +328,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from .workflows.serve import ServeLimits, serve
 
+    model = _model_file(args.model)
+
     def ready(url: str) -> None:  # called once the model is loaded and the port is bound
-        print(f"serving {args.model} on {url} (docs at /docs); Ctrl-C stops", flush=True)
+        print(f"serving {model} on {url} (docs at /docs); Ctrl-C stops", flush=True)
 
     limits = ServeLimits(args.max_upload_mb, args.max_files, max_request_pixels=int(args.max_request_mpx * 1e6), body_timeout_s=args.body_timeout, header_timeout_s=args.header_timeout, max_connections=args.max_connections)
-    serve(args.model, args.host, args.port, limits, on_ready=ready)
+    serve(model, args.host, args.port, limits, on_ready=ready)
     return EXIT_OK
 
 
@@ -338,12 +384,27 @@ def _add_training_commands(sub) -> None:
     p.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue an interrupted run from its last.pt, with its own config")
     p.add_argument("--cv", type=_bounded(int, 2, 100), default=0, metavar="K", help="stratified K-fold cross-validation: every metric as mean ± std over folds")
     p.add_argument("--ensemble", action="store_true", help="with --cv: also write OUT/ensemble.pt averaging the K fold models")
+    p.add_argument("--refit", action="store_true", help="then retrain the same schedule on every labelled image: OUT/final.pt, the model to ship (best.pt's test metrics are its estimate; with --cv: the folds' median schedule, thresholds tuned out-of-fold)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("run", help="the main job: train the default recipe (or reuse/resume the run in --out) and report")
     _add_train_args(p)
     p.add_argument("--out", default="runs/default", help="run folder (default: %(default)s)")
+    p.add_argument("--no-refit", action="store_true", help="ship best.pt as it is instead of retraining it on every labelled image (final.pt)")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("distill", help="train the recipe on a teacher's probabilities (e.g. an ensemble): its accuracy at one model's cost")
+    _add_train_args(p)
+    p.add_argument("--teacher", required=True, help="teacher checkpoint: an ensemble (scenetag ensemble) or one model, with the data's labels")
+    p.add_argument("--teacher-weight", type=_bounded(float, 0, 1), default=None, help="share of the teacher in the targets, the rest the labels (default: train.teacher_weight)")
+    p.add_argument("--out", default="runs/distill", help="run folder (default: %(default)s)")
+    p.add_argument("--refit", action="store_true", help="then retrain the same schedule on every labelled image (OUT/final.pt)")
+    p.set_defaults(func=cmd_distill, resume=None, cv=0, ensemble=False)
+
+    p = sub.add_parser("refit", help="retrain a finished run's schedule on every labelled image: RUN/final.pt, the model to ship")
+    p.add_argument("run", help="a finished run folder (of train, or run --no-refit)")
+    _common(p, quiet=True)
+    p.set_defaults(func=cmd_refit)
 
     p = sub.add_parser("lr-find", help="LR finder for one phase: plot + suggested LR")
     _add_train_args(p)
@@ -354,7 +415,7 @@ def _add_training_commands(sub) -> None:
 
 def _add_model_commands(sub) -> None:
     p = sub.add_parser("evaluate", help="metrics, per-label table, pictures and report.html for a model on data")
-    p.add_argument("--model", required=True, help="checkpoint (.pt) or exported .onnx")
+    p.add_argument("--model", required=True, help="checkpoint (.pt), exported .onnx, or a run folder (its final.pt, else best.pt; with --split its best.pt)")
     _add_data_args(p, default=None)
     p.add_argument("--split", choices=["test", "val"], default=None, help="evaluate a run's held-out split (--data RUN_DIR, default: the model's folder)")
     p.add_argument("--out", default="runs/evaluate", help="output folder (default: %(default)s)")
@@ -364,7 +425,7 @@ def _add_model_commands(sub) -> None:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="tag new images (files, folders, globs)")
-    p.add_argument("--model", required=True, help="checkpoint (.pt) or exported .onnx")
+    p.add_argument("--model", required=True, help="checkpoint (.pt), exported .onnx, or a run folder (its final.pt, else best.pt)")
     p.add_argument("paths", nargs="+", help="image files, folders (recursive) or glob patterns")
     p.add_argument("--output", default=None, help="write predictions to this file instead of a table")
     p.add_argument("--output-format", choices=["csv", "json"], default="csv", help="format of --output (default: %(default)s)")
@@ -377,7 +438,7 @@ def _add_model_commands(sub) -> None:
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("ensemble", help="average several checkpoints into one ensemble checkpoint")
-    p.add_argument("models", nargs="+", help="two or more .pt checkpoints with the same classes")
+    p.add_argument("models", nargs="+", help="two or more .pt checkpoints (or run folders) with the same classes")
     p.add_argument("--out", required=True, help="ensemble checkpoint to write")
     p.add_argument("--weights", type=_bounded(float, 0), nargs="+", default=None, help="one weight per model (default: equal)")
     p.add_argument("--tune-on", default=None, metavar="RUN_DIR", help="tune thresholds on this run's val part and report its test part (default: mean of the members' thresholds)")
@@ -387,7 +448,7 @@ def _add_model_commands(sub) -> None:
 
 def _add_deploy_commands(sub) -> None:
     p = sub.add_parser("export", help="export a checkpoint to ONNX (verified with ONNX Runtime) or TorchScript")
-    p.add_argument("--model", required=True, help="checkpoint (.pt) to export")
+    p.add_argument("--model", required=True, help="checkpoint (.pt) to export, or a run folder (its final.pt, else best.pt)")
     p.add_argument("--to", choices=["onnx", "torchscript"], default="onnx", help="export format (default: %(default)s)")
     p.add_argument("--format", dest="to", choices=["onnx", "torchscript"], action=_Deprecated, new="--to", help=argparse.SUPPRESS)
     p.add_argument("--out", default=None, help="output file (default: beside the checkpoint, .onnx or .ts)")
@@ -395,7 +456,7 @@ def _add_deploy_commands(sub) -> None:
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("serve", help="web service + page for a checkpoint or .onnx model")
-    p.add_argument("--model", required=True, help="checkpoint (.pt) or exported .onnx to serve")
+    p.add_argument("--model", required=True, help="checkpoint (.pt), exported .onnx, or a run folder (its final.pt, else best.pt) to serve")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default: %(default)s, loopback only)")
     p.add_argument("--port", type=_bounded(int, 0, 65535), default=8000, help="TCP port, 0 for any free one (default: %(default)s)")
     p.add_argument("--max-upload-mb", type=_bounded(float, 0.001, 10_000), default=10.0, help="largest request body in MB (default: %(default)s)")

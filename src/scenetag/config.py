@@ -68,6 +68,20 @@ class PhaseConfig(_Section):
     epochs: int = Field(5, ge=0)
     lr: Float = Field(0.0, ge=0)  # 0: pick with the LR finder
     lr_mult: Float = Field(10.0, ge=1)  # discriminative LRs: head gets lr, first trainable piece lr / lr_mult
+    # > 0: end the phase after this many epochs of its ``epochs``-long one-cycle schedule (a refit
+    # stops where the evaluated run's selected epoch was, on the same schedule).
+    stop: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _stop_within_schedule(self) -> "PhaseConfig":
+        if self.stop > self.epochs:
+            raise ValueError(f"stop ({self.stop}) must be <= epochs ({self.epochs})")
+        return self
+
+    @property
+    def epochs_run(self) -> int:
+        """Epochs this phase trains: ``stop`` when set, else all of its schedule."""
+        return self.stop or self.epochs
 
 
 def _default_phases() -> list[PhaseConfig]:
@@ -110,6 +124,10 @@ class TrainConfig(_Section):
     threshold_mode: Literal["per_label", "joint", "fixed"] = "per_label"
     select: Literal["f1", "loss"] = "f1"  # best.pt = the epoch with the best val samples-F1 at 0.5 (f1) or the lowest val BCE (loss)
     calibrate: bool = False  # fit a temperature per label on val (stored in the checkpoint)
+    # Distillation: a checkpoint (an ensemble or one model) whose probabilities on every cached view
+    # of every training image become soft targets: target = (1 - teacher_weight) * labels + teacher_weight * teacher.
+    teacher: str = ""
+    teacher_weight: Float = Field(0.5, ge=0, le=1)
 
     @field_validator("views")
     @classmethod
@@ -272,6 +290,8 @@ def with_absolute_paths(cfg: Config) -> Config:
         out.train.cache_dir = str(Path(out.train.cache_dir).absolute())
     if out.model.weights not in ("default", "none"):
         out.model.weights = str(Path(out.model.weights).absolute())
+    if out.train.teacher:
+        out.train.teacher = str(Path(out.train.teacher).absolute())
     return out
 
 

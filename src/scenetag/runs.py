@@ -62,6 +62,20 @@ class RunDir:
         return self.path / "best.pt"
 
     @property
+    def final(self) -> Path:
+        """The model the run ships: best.pt's recipe retrained on every labelled image (``refit``)."""
+        return self.path / "final.pt"
+
+    @property
+    def refit(self) -> "RunDir":
+        """The run folder of the refit that produced final.pt."""
+        return RunDir(self.path / "refit")
+
+    def shipped_model(self) -> Path:
+        """What predict, serve, export and evaluate use when given the run folder: final.pt, else best.pt."""
+        return self.final if self.final.is_file() else self.best
+
+    @property
     def last(self) -> Path:
         """Weights and training state after the latest epoch: what ``--resume`` continues."""
         return self.path / "last.pt"
@@ -133,6 +147,20 @@ class RunDir:
 
     def is_started(self) -> bool:
         return self.last.is_file()
+
+
+def model_file(path: Path | str, evaluated: bool = False) -> Path:
+    """A model file as given, or the model a run folder ships (final.pt, else best.pt).
+
+    ``evaluated``: a run folder's best.pt, the model its held-out parts can score (final.pt trained on them).
+    """
+    given = Path(path)
+    if not given.is_dir():
+        return given
+    shipped = RunDir(given).best if evaluated else RunDir(given).shipped_model()
+    if not shipped.is_file():
+        raise UsageError(f"{given}: a folder without {RunDir(given).final.name} or {RunDir(given).best.name}; pass a model file or a finished run folder")
+    return shipped
 
 
 def _pid_alive(pid: int) -> bool:

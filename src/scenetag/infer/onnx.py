@@ -15,7 +15,7 @@ from ..model_meta import meta_tta, validate_meta
 META_KEY = "scenetag"
 INPUT, OUTPUT = "images", "probabilities"
 # What travels with an exported model (in the file and in its JSON sidecar).
-PORTABLE_KEYS = ("classes", "thresholds", "temperatures", "preprocessing", "backbone", "head", "members", "fallback", "metrics", "format_version", "scenetag_version")
+PORTABLE_KEYS = ("classes", "thresholds", "temperatures", "preprocessing", "backbone", "head", "members", "fallback", "metrics", "refit", "format_version", "scenetag_version")
 
 
 def portable_meta(meta: dict[str, Any]) -> dict[str, Any]:

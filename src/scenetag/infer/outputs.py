@@ -9,6 +9,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+
+from ..errors import OutputError
 from ..io import atomic_write_text
 
 OUTPUT_FORMATS = ("csv", "json")
@@ -27,9 +30,22 @@ class Prediction:
         return asdict(self)
 
 
+def probability_column(label: str) -> str:
+    return f"p_{label}"
+
+
+def read_probabilities(path: Path | str, classes: Sequence[str]) -> np.ndarray:
+    """The probability columns of a predictions CSV (e.g. a run's test_predictions.csv), in row order."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            return np.array([[float(row[probability_column(c)]) for c in classes] for row in csv.DictReader(f)], dtype=np.float64).reshape(-1, len(classes))
+    except (OSError, KeyError, ValueError) as e:
+        raise OutputError(f"{path}: not a predictions CSV with a probability for each of {list(classes)} ({e})") from None
+
+
 def prediction_rows(results: Sequence[Prediction], classes: Sequence[str], true_labels: Sequence[Sequence[str]] | None = None) -> list[list]:
     """Header + one row per image: ``path, [true,] labels, p_<class>..., error`` (``true`` only when known)."""
-    header = ["path"] + (["true"] if true_labels is not None else []) + ["labels"] + [f"p_{c}" for c in classes] + ["error"]
+    header = ["path"] + (["true"] if true_labels is not None else []) + ["labels"] + [probability_column(c) for c in classes] + ["error"]
     rows: list[list] = [header]
     for i, r in enumerate(results):
         true = [" ".join(true_labels[i])] if true_labels is not None else []

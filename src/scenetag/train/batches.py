@@ -26,14 +26,19 @@ def no_batch_error(n_images: int, batch_size: int) -> TrainingError:
 
 
 def epoch_batches(cache: ActivationCache, tap: int, rows: np.ndarray, y: np.ndarray, batch_size: int, rng: np.random.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """One epoch: every training image once, each with one of its cached views at random."""
+    """One epoch: every training image once, each with one of its cached views at random.
+
+    ``y``: targets per image (n, classes), or per image and view (n, views, classes) when
+    they depend on the view (distillation: the teacher's probabilities on that very view).
+    """
     order = rng.permutation(len(rows))
     views = rng.integers(0, len(cache.kinds), size=len(rows))
     for s in range(0, len(order), batch_size):
         b = order[s : s + batch_size]
         if len(b) < MIN_BATCH:
             continue
-        yield cache.get(tap, rows[b], views[b]), torch.from_numpy(y[b]).float()
+        target = y[b, views[b]] if y.ndim == 3 else y[b]
+        yield cache.get(tap, rows[b], views[b]), torch.from_numpy(np.ascontiguousarray(target)).float()
 
 
 def endless_batches(cache: ActivationCache, tap: int, rows: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -67,15 +72,20 @@ def mixup(x: torch.Tensor, y: torch.Tensor, alpha: float, rng: np.random.Generat
 
 
 @torch.no_grad()
-def predict_cached(model: MultiLabelNet, cache: ActivationCache, tap: int, rows: np.ndarray, batch_size: int = 128, device: str = "cpu") -> np.ndarray:
-    """Probabilities averaged over the cached views (test-time augmentation), shape (n, classes)."""
+def view_logits(model: MultiLabelNet, cache: ActivationCache, tap: int, rows: np.ndarray, batch_size: int = 128, device: str = "cpu") -> np.ndarray:
+    """Logits of every cached view of the given rows, shape (n, views, classes)."""
     was = model.training
     model.eval()
-    probs = np.zeros((len(rows), model.n_classes), dtype=np.float64)
+    logits = np.zeros((len(rows), len(cache.kinds), model.n_classes), dtype=np.float64)
     for v in range(len(cache.kinds)):
         for s in range(0, len(rows), batch_size):
             x = to_device(cache.get(tap, rows[s : s + batch_size], v), device)
-            probs[s : s + batch_size] += torch.sigmoid(model.forward_from(tap, x)).double().cpu().numpy()
+            logits[s : s + batch_size, v] = model.forward_from(tap, x).double().cpu().numpy()
     model.train(was)
-    return probs / len(cache.kinds)
+    return logits
 
+
+def predict_cached(model: MultiLabelNet, cache: ActivationCache, tap: int, rows: np.ndarray, batch_size: int = 128, device: str = "cpu") -> np.ndarray:
+    """Probabilities averaged over the cached views (test-time augmentation), shape (n, classes)."""
+    logits = view_logits(model, cache, tap, rows, batch_size, device)
+    return (1 / (1 + np.exp(-logits))).mean(axis=1)

@@ -306,3 +306,39 @@ def _load_cache(cache_dir: Path, key: str, in_memory_gb: float) -> dict[int, np.
     except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
         log.warning("activation cache %s is damaged (%s); rebuilding it", key, e)
         return None
+
+
+class StackedCaches:
+    """Several caches read as one: rows of ``parts[1]`` follow those of ``parts[0]``, and so on.
+
+    A refit trains on every image: the evaluated run's training cache is reused as it
+    is and only the images it held out are computed, instead of caching all again.
+    """
+
+    def __init__(self, parts: Sequence[ActivationCache]):
+        kinds = {tuple(part.kinds) for part in parts}
+        if len(kinds) != 1:
+            raise ValueError(f"stacked caches must hold the same views, got {sorted(kinds)}")
+        self.parts = list(parts)
+        self.kinds = list(parts[0].kinds)
+        self.key = "+".join(part.key for part in parts)
+        self.starts = np.cumsum([0] + [_n_images(part) for part in parts])
+
+    def get(self, tap: int, images: np.ndarray, views: np.ndarray | int) -> torch.Tensor:
+        images = np.asarray(images)
+        views = np.broadcast_to(np.asarray(views), images.shape)
+        owner = np.searchsorted(self.starts, images, side="right") - 1
+        out: torch.Tensor | None = None
+        for k in np.unique(owner):
+            sel = owner == k
+            got = self.parts[k].get(tap, images[sel] - self.starts[k], views[sel])
+            if out is None:
+                out = torch.empty((len(images), *got.shape[1:]), dtype=got.dtype)
+            out[torch.from_numpy(sel)] = got
+        if out is None:
+            raise ValueError("no rows asked of the stacked caches")
+        return out
+
+
+def _n_images(cache: ActivationCache) -> int:
+    return next(iter(cache.acts.values())).shape[0] if cache.acts else 0

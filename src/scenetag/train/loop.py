@@ -160,7 +160,7 @@ def run_phase(setup: TrainingSetup, phase_index: int, boundary: int, run: RunDir
     lr = phase_lr(setup, phase_index, boundary, loss_fn, run, state)
     optim = phase_optim(setup, phase_index, boundary, lr, state)
     start = state.epoch if state.resumes_inside(phase_index) else 0
-    for epoch in range(start, phase.epochs):
+    for epoch in range(start, phase.epochs_run):
         t0 = time.time()
         desc = f"{phase.name} {epoch + 1}/{phase.epochs}"
         train_loss = train_one_epoch(setup, boundary, optim, loss_fn, epoch_seed(t.seed, phase_index, epoch), desc, progress)

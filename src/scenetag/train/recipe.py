@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 from torch import nn
 
 from ..checkpoint import read_checkpoint
@@ -29,6 +30,7 @@ from ..errors import CheckpointError, ConfigError
 from ..io import atomic_write_json, atomic_write_text
 from ..report.figures import plot_training_curves
 from ..runs import RunDir, locked
+from .distill import load_teacher, soft_targets
 from .finalize import finalize
 from .loop import EpochCallback, find_lr, run_phase
 from .losses import make_loss
@@ -91,31 +93,37 @@ def run_phases(setup: TrainingSetup, run: RunDir, state: TrainState, progress: b
     loss_fn = make_loss(setup.cfg, setup.labels("train")).to(setup.device)
     saver = CheckpointSaver(run, writes=setup.dist.is_main)
     for phase_index, boundary in enumerate(phase_boundaries(setup.model, setup.cfg)):
-        if state.phase_done(phase_index, setup.cfg.train.phases[phase_index].epochs):
-            continue
+        epochs = setup.cfg.train.phases[phase_index].epochs_run
+        if not epochs or state.phase_done(phase_index, epochs):
+            continue  # a phase of 0 epochs is skipped (a refit keeps the phases after its stop that way)
         if phase_index > state.phase:
             state.phase, state.epoch = phase_index, 0
         run_phase(setup, phase_index, boundary, run, state, loss_fn, saver, progress, callbacks)
 
 
-def train(cfg: Config | None, run_dir: Path | str, resume: bool = False, progress: bool = True, split: Split | None = None, cache_all_images: bool = False, callbacks: Sequence[EpochCallback] = ()) -> dict[str, Any]:
+def train(cfg: Config | None, run_dir: Path | str, resume: bool = False, progress: bool = True, split: Split | None = None, cache_all_images: bool = False, callbacks: Sequence[EpochCallback] = (), train_parts: Sequence[np.ndarray] = ()) -> dict[str, Any]:
     """Run the configured recipe into ``run_dir``; returns the final test (or val) metrics.
 
-    ``split`` overrides the seeded train/val/test split (cross-validation folds);
-    ``cache_all_images`` caches every image so folds share one cache.
+    ``split`` overrides the seeded train/val/test split (cross-validation folds, refits);
+    ``cache_all_images`` caches every image so folds share one cache; ``train_parts`` caches
+    the training images in these pieces (see :func:`scenetag.train.setup.prepare`).
     """
     run = RunDir(run_dir)
     with _run_lock(run):
-        return _train_locked(cfg, run, resume, progress, split, cache_all_images, callbacks)
+        return _train_locked(cfg, run, resume, progress, split, cache_all_images, callbacks, train_parts)
 
 
-def _train_locked(cfg: Config | None, run: RunDir, resume: bool, progress: bool, split: Split | None, cache_all_images: bool, callbacks: Sequence[EpochCallback]) -> dict[str, Any]:
+def _train_locked(cfg: Config | None, run: RunDir, resume: bool, progress: bool, split: Split | None, cache_all_images: bool, callbacks: Sequence[EpochCallback], train_parts: Sequence[np.ndarray] = ()) -> dict[str, Any]:
     cfg, state, split = start_or_resume(cfg if cfg is None else with_absolute_paths(cfg), run, resume, split)
     t_start = time.time()
     ds = load_dataset(cfg.data.path, cfg.data.labels, cfg.data.format)
     if resume:
         check_data(run, ds, split)
-    setup = prepare(cfg, cache_dir_of(cfg, run), progress, ds=ds, split=split, cache_all_images=cache_all_images)
+    if cfg.train.teacher:
+        load_teacher(cfg.train.teacher, ds.classes)  # a missing or unfit teacher fails before any caching
+    setup = prepare(cfg, cache_dir_of(cfg, run), progress, ds=ds, split=split, cache_all_images=cache_all_images, train_parts=train_parts)
+    if cfg.train.teacher:
+        setup.train_targets = soft_targets(setup, cache_dir_of(cfg, run), progress)
     if resume:
         setup.model.load_state_dict(read_checkpoint(run.last)["state_dict"])
     elif setup.dist.is_main:
@@ -155,16 +163,18 @@ def lr_find_only(cfg: Config, run_dir: Path | str, phase: int = 1, progress: boo
     return {"lr": lr, "plot": str(run.lr_find_plot(0, name)), "data": str(run.lr_find_data(0, name))}
 
 
-def train_or_resume(cfg: Config, run_dir: Path | str, progress: bool = True) -> dict[str, Any]:
+def train_or_resume(cfg: Config, run_dir: Path | str, progress: bool = True, split: Split | None = None, train_parts: Sequence[np.ndarray] = (), cache_all_images: bool = False) -> dict[str, Any]:
     """The main job: reuse a finished run with the same config, resume an interrupted one, else train."""
     run = RunDir(run_dir)
     if not run.config.is_file() or not (run.is_started() or run.is_finished()):
-        return train(cfg, run, progress=progress)
+        return train(cfg, run, progress=progress, split=split, train_parts=train_parts, cache_all_images=cache_all_images)
     differ = config_diff(load_config(run.config), with_absolute_paths(cfg))
     state = "a finished" if run.is_finished() else "an interrupted"
     if differ:
         raise ConfigError(f"{run} holds {state} run with another config ({', '.join(differ)} differ); pass another --out or remove it")
+    if split is not None and Split.read(run.split).as_dict() != split.as_dict():
+        raise ConfigError(f"{run} holds {state} run with another split; pass another --out or remove it")
     if run.is_finished():
         log.info("%s already holds a finished run with this config; remove it to train again", run)
         return json.loads(run.result.read_text()) | {"reused": True}
-    return train(None, run, resume=True, progress=progress)
+    return train(None, run, resume=True, progress=progress, train_parts=train_parts, cache_all_images=cache_all_images)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,24 @@ def selection_score(val_metrics: dict[str, Any], select: str, epochs_done: int) 
     if select == "loss":  # lower val BCE is better; thresholds are tuned afterwards anyway
         return -val_metrics["bce_loss"]
     return val_metrics["samples_f1"]
+
+
+def selected_epoch(history: list[dict[str, Any]], epochs_per_phase: list[int], select: str) -> tuple[int, int]:
+    """(phase index, epoch from 1) that best.pt holds, replayed from the epoch rows with :meth:`CheckpointSaver.save_epoch`'s rule.
+
+    Rows are rounded to 5 decimals; distinct samples-F1 values of a val part differ by far more.
+    """
+    if len(history) != sum(epochs_per_phase):
+        raise ValueError(f"{len(history)} epoch rows for phases of {epochs_per_phase} epochs")
+    phase_of = [(i, e + 1) for i, n in enumerate(epochs_per_phase) for e in range(n)]
+    best, chosen = -math.inf, phase_of[0] if phase_of else (0, 0)
+    for done, (row, where) in enumerate(zip(history, phase_of), 1):
+        has_val = not math.isnan(float(row["val_samples_f1"]))
+        val = {"samples_f1": float(row["val_samples_f1"]), "bce_loss": float(row["val_loss"])} if has_val else {}
+        score = selection_score(val, select, done)
+        if score > best:
+            best, chosen = score, where
+    return chosen
 
 
 class CheckpointSaver:

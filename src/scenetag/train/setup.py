@@ -11,7 +11,7 @@ import platform
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -26,7 +26,7 @@ from ..errors import ConfigError
 from ..model_meta import build_meta
 from ..models.net import MultiLabelNet, build_model, model_preprocessing
 from .batches import batches_per_epoch, no_batch_error, predict_cached
-from .cache import ActivationCache, build_cache
+from .cache import ActivationCache, StackedCaches, build_cache
 from .recompute import RecomputedActivations
 from .distributed import DistInfo, GradSync, gather_rows, init_distributed, pick_device, shard_of
 
@@ -76,6 +76,8 @@ def model_identity(cfg: Config) -> dict[str, Any]:
     if w not in ("default", "none") and Path(w).is_file():
         st = Path(w).stat()
         w = f"{Path(w).resolve()}:{st.st_size}:{int(st.st_mtime)}"
+    if w == "none":  # a random initialisation is drawn from the run's seed
+        w = f"none:seed={cfg.train.seed}"
     return {"backbone": cfg.model.backbone, "weights": w}
 
 
@@ -113,16 +115,20 @@ class TrainingSetup:
     split: Split
     model: MultiLabelNet
     pp: Preprocessing
-    train_acts: ActivationCache | RecomputedActivations  # the same questions, answered from files or recomputed
+    train_acts: ActivationCache | StackedCaches | RecomputedActivations  # the same questions, answered from files or recomputed
     eval_acts: ActivationCache | RecomputedActivations
     layout: CacheLayout
     dist: DistInfo
     device: str
     grad_sync: GradSync
+    # Distillation: targets per row of the training cache and view (rows, views, classes); None: the labels.
+    train_targets: np.ndarray | None = None
 
     @property
     def y_train(self) -> np.ndarray:
-        """Labels of the training rows this rank trains on."""
+        """Targets of the training rows this rank trains on: their labels, or per view when distilling."""
+        if self.train_targets is not None:
+            return self.train_targets[self.layout.train_rows]
         return self.ds.labels[self.layout.train_ids[self.layout.train_rows]]
 
     def labels(self, part: str) -> np.ndarray:
@@ -151,8 +157,12 @@ def eval_views(cfg: Config) -> list[str]:
     return EVAL_VIEWS if cfg.train.tta else ["orig"]
 
 
-def _build_caches(cfg: Config, model: MultiLabelNet, pp: Preprocessing, ds: MultiLabelDataset, layout: CacheLayout, cache_dir: Path | None, device: str, progress: bool) -> tuple[ActivationCache, ActivationCache]:
-    """One pass of the frozen network over every (image, view) each cache needs, at every phase boundary."""
+def _build_caches(cfg: Config, model: MultiLabelNet, pp: Preprocessing, ds: MultiLabelDataset, layout: CacheLayout, cache_dir: Path | None, device: str, progress: bool, train_parts: Sequence[np.ndarray] = ()) -> tuple[ActivationCache | StackedCaches, ActivationCache]:
+    """One pass of the frozen network over every (image, view) each cache needs, at every phase boundary.
+
+    ``train_parts``: consecutive pieces of ``layout.train_ids`` cached (or found) separately, so a
+    cache of one piece made by an earlier run is reused (a refit: the evaluated run's training images).
+    """
     t = cfg.train
     taps = sorted(set(phase_boundaries(model, cfg)))
     common = dict(
@@ -160,7 +170,13 @@ def _build_caches(cfg: Config, model: MultiLabelNet, pp: Preprocessing, ds: Mult
         in_memory_gb=t.cache_in_memory_gb, max_pixels=cfg.data.max_pixels, progress=progress, cache_dir=cache_dir,
     )  # fmt: skip
     log.info("caching %d training images x %d views at pieces %s", len(layout.train_ids), len(t.views), taps)
-    train_acts = build_cache(model, model_identity(cfg), ds.subset(layout.train_ids), t.views, ids=layout.train_ids, **common)
+    parts = [np.asarray(part) for part in train_parts if len(part)] or [layout.train_ids]
+    if not np.array_equal(np.concatenate(parts), layout.train_ids):
+        raise ValueError("the cache parts must be the training images, in order")
+    built = [build_cache(model, model_identity(cfg), ds.subset(part), t.views, ids=part, **common) for part in parts]
+    train_acts = built[0] if len(built) == 1 else StackedCaches(built)
+    if not len(layout.held_ids):  # a refit holds nothing out
+        return train_acts, ActivationCache({}, eval_views(cfg), "none")
     eval_acts = build_cache(model, model_identity(cfg), ds.subset(layout.held_ids), eval_views(cfg), ids=layout.held_ids, **common)
     return train_acts, eval_acts
 
@@ -171,14 +187,19 @@ def _log_shard(info: DistInfo, train_ids: np.ndarray) -> None:
         log.info("rank %d/%d trains on %d images: %s", info.rank, info.world, len(train_ids), shown)
 
 
-def prepare(cfg: Config, cache_dir: Path | None, progress: bool = True, ds: MultiLabelDataset | None = None, split: Split | None = None, cache_all_images: bool = False) -> TrainingSetup:
-    """Load data, split, build the pretrained model and compute every activation cache once."""
+def prepare(cfg: Config, cache_dir: Path | None, progress: bool = True, ds: MultiLabelDataset | None = None, split: Split | None = None, cache_all_images: bool = False, train_parts: Sequence[np.ndarray] = ()) -> TrainingSetup:
+    """Load data, split, build the pretrained model and compute every activation cache once.
+
+    ``train_parts``: see :func:`_build_caches` (ignored under torchrun, where each rank caches its shard).
+    """
     set_threads(cfg.train.threads)
     seed_everything(cfg.train.seed)
     device = pick_device(cfg.train.device, int(os.environ.get("LOCAL_RANK", "0")))
     info = init_distributed(device)
     if info.enabled and cache_all_images:
         raise ConfigError("cross-validation (--cv) is not supported under torchrun; run the folds as separate jobs")
+    if info.enabled and cfg.train.teacher:
+        raise ConfigError("distillation (train.teacher) runs in one process, not under torchrun")
     ds = ds or load_dataset(cfg.data.path, cfg.data.labels, cfg.data.format)
     split = split or split_dataset(ds.labels, cfg.data.val, cfg.data.test, cfg.train.seed)  # identical on every rank
     model = build_model(cfg.model.backbone, cfg.model.weights, len(ds.classes), cfg.model.head, cfg.model.dropout)
@@ -188,7 +209,8 @@ def prepare(cfg: Config, cache_dir: Path | None, progress: bool = True, ds: Mult
     check_trainable(len(layout.train_rows), cfg.train.batch_size)
     _log_shard(info, layout.train_ids)
     if cfg.train.cache:
-        train_acts, eval_acts = _build_caches(cfg, model, pp, ds, layout, cache_dir if info.is_main else None, device, progress and info.is_main)  # other ranks keep their shard in memory
+        parts = () if info.enabled or cache_all_images else train_parts
+        train_acts, eval_acts = _build_caches(cfg, model, pp, ds, layout, cache_dir if info.is_main else None, device, progress and info.is_main, parts)  # other ranks keep their shard in memory
     else:  # the fair baseline: same boundaries and views, frozen part recomputed every batch
         rec = dict(pp=pp, seed=cfg.train.seed, max_pixels=cfg.data.max_pixels, device=device)
         train_acts = RecomputedActivations(model, ds.subset(layout.train_ids).paths, layout.train_ids, cfg.train.views, **rec)

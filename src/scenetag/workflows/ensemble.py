@@ -64,7 +64,8 @@ def combine(checkpoints: Sequence[Path | str], weights: Sequence[float] | None =
     models, metas = _load_members(paths)
     pps = [Preprocessing.from_dict(m["preprocessing"]) for m in metas]
     ens_pp = ensemble_preprocessing(pps, [str(p) for p in paths])
-    specs = [{k: m.get(k) for k in MODEL_KEYS} | {"weight": float(wi), "source": str(p)} for m, wi, p in zip(metas, w, paths)]
+    # boundary + config: which pieces each member trained, so a distillation can run it from a cache.
+    specs = [{k: m.get(k) for k in MODEL_KEYS} | {"weight": float(wi), "source": str(p), "boundary": m.get("boundary"), "config": m.get("config")} for m, wi, p in zip(metas, w, paths)]
     meta = build_meta(
         metas[0]["classes"],
         {"backbone": "ensemble(" + "+".join(s["backbone"] for s in specs) + ")", "head": "ensemble"},

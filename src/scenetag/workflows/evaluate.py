@@ -55,6 +55,8 @@ def evaluate_checkpoint(model_path, out, data=None, labels=None, fmt: str = "aut
         ds = load_dataset(data, labels, fmt)
     max_pixels = max_pixels or DEFAULT_MAX_PIXELS
     predictor = Predictor(model_path, fallback=fallback, max_pixels=max_pixels)
+    if split and predictor.meta.get("refit"):
+        raise DataError(f"{model_path}: a refit model, trained on every image of its run including the {split} part, so scoring that part says nothing; evaluate the run's best.pt (its metrics are final.pt's estimate) or use --data with new images")
     probs = predictor.dataset_probabilities(ds, progress=progress)
     scored = Scored(ds, probs, apply_thresholds(probs, predictor.thresholds, fallback), predictor.thresholds, max_pixels)
     m = scored_metrics(scored, fallback)

@@ -1,4 +1,5 @@
-"""``scenetag run`` / ``make run``: explore the data, train (or reuse / resume the run), evaluate the test part.
+"""``scenetag run`` / ``make run``: explore the data, train (or reuse / resume the run), evaluate the test part,
+then refit on every image (``final.pt``, the model the run ships; see :mod:`scenetag.train.refit`).
 
 Writes ``RUN/run.json``: how long each step took and the test metrics, so the
 README's figures can be regenerated from a run folder (``bench/readme_figures.py``).
@@ -14,14 +15,18 @@ from ..io import atomic_write_json
 from ..metrics import METRIC_KEYS
 from ..runs import RunDir
 from ..train.recipe import train_or_resume
+from ..train.refit import refit as refit_run
 from .evaluate import evaluate_checkpoint
 from .explore import explore
 
 Say = Callable[[str], None]
 
 
-def main_job(cfg: Config, run_dir, progress: bool = True, say: Say = lambda line: None) -> dict[str, Any]:
-    """Explore, train or reuse, evaluate; ``say`` receives the lines a person wants to see as each step ends."""
+def main_job(cfg: Config, run_dir, progress: bool = True, say: Say = lambda line: None, refit: bool = True) -> dict[str, Any]:
+    """Explore, train or reuse, evaluate, refit; ``say`` receives the lines a person wants to see as each step ends.
+
+    Without a held-out part (``data.val`` and ``data.test`` 0) the run already trained on everything: no refit.
+    """
     run = RunDir(run_dir)
     seconds: dict[str, float] = {}
     t0 = time.time()
@@ -37,12 +42,18 @@ def main_job(cfg: Config, run_dir, progress: bool = True, say: Say = lambda line
         t2 = time.time()
         evaluation = evaluate_checkpoint(run.best, run.evaluation, data=run.path, split="test", progress=progress)
         seconds["evaluate"] = time.time() - t2
+    refitted = None
+    if refit and (cfg.data.val or cfg.data.test):
+        t3 = time.time()
+        refitted = refit_run(run.path, progress=progress)
+        seconds["refit"] = time.time() - t3
     seconds["total"] = time.time() - t0
     record = {
         "reused": bool(result.get("reused")),
+        "final": {"path": refitted["final"], "n_images": refitted["n_images"], "train_seconds": refitted["train_seconds"]} if refitted else None,
         "seconds": {k: round(v, 1) for k, v in seconds.items()},
         "train_seconds": result.get("train_seconds"),
         "test": {k: evaluation[k] for k in METRIC_KEYS} | {"n_images": evaluation["n_images"]} if evaluation else None,
     }
     atomic_write_json(run.summary, record)
-    return {"result": result, "evaluation": evaluation, "record": record}
+    return {"result": result, "evaluation": evaluation, "refit": refitted, "record": record}
