@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -51,7 +52,7 @@ def main() -> None:
         t0 = time.time()
         per_fold.append(student_fold(cv, out, i, args.weight))
         print(f"fold {i + 1}/{k} ({time.time() - t0:.0f}s): samples-F1 {per_fold[-1]['metrics']['test']['samples_f1']:.4f}  mAP {per_fold[-1]['metrics']['test']['mAP']:.4f}", flush=True)
-    summary = summarise_folds(k, per_fold) | {"teacher_weight": args.weight}
+    summary = summarise_folds(k, per_fold) | {"teacher_weight": args.weight, "command": "python bench/distill_cv.py " + " ".join(sys.argv[1:])}
     print("  ".join(f"{key} {summary['mean'][key]:.4f}±{summary['std'][key]:.4f}" for key in ("samples_f1", "micro_f1", "hamming_loss", "mAP")))
     atomic_write_json(out.cv_summary, summary)
     if args.json:

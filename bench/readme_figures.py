@@ -13,7 +13,9 @@ Two steps:
    * ``best_split.json``   from ``runs/best`` (``scenetag train --preset best --out runs/best``)
    * ``ensemble_split.json`` from ``runs/ensemble.pt`` (``scenetag ensemble ... --tune-on runs/default``)
    * ``train_speed.json``, ``predict_speed.json`` and ``cli_startup.json`` are written by
-     ``bench/train_speed.py --json``, ``bench/predict_speed.py --json`` and ``bench/cli_startup.py --json`` directly.
+     ``bench/train_speed.py --json``, ``bench/predict_speed.py --json`` and ``bench/cli_startup.py --json`` directly;
+     ``refit_cv5_all.json`` by ``bench/refit_cv.py runs/cv5 --until all --json ...`` and
+     ``distill_cv5.json`` by ``bench/distill_cv.py runs/cv5 --weight W --out ... --json ...``.
 
 2. (always) rewrite the README blocks between ``<!-- figures:NAME -->`` and
    ``<!-- /figures:NAME -->`` from those files. ``--check`` only compares and
@@ -164,9 +166,17 @@ def render_results(f: dict[str, dict[str, Any]]) -> str:
     if "ensemble_cv5" in f:
         e = f["ensemble_cv5"]["ensemble"]
         rows.append(f"| **ensemble of the two as one checkpoint** (5-fold, `{f['ensemble_cv5']['command']}`) | {_cells(e['mean'], e['std'], True)} | both recipes |")
+    if "refit_cv5_all" in f:
+        r = f["refit_cv5_all"]
+        rows.append(f"| default + refit on train + val, val thresholds (what `scenetag run` ships as `final.pt`; 5-fold, `{r['command']}`) | {_cells(r['refit_val']['mean'], r['refit_val']['std'], True)} | {_minutes(sum(r['refit_train_seconds']))} of refits for 5 folds |")
+        rows.append(f"| default + refit, thresholds tuned out-of-fold (`scenetag train --cv 5 --refit`; same folds) | {_cells(r['refit_oof']['mean'], r['refit_oof']['std'], True)} | |")
+    if "distill_cv5" in f:
+        d = f["distill_cv5"]
+        rows.append(f"| Lite0 student distilled from the ensemble (teacher weight {d['teacher_weight']}; 5-fold, `{d['command']}`) | {_cells(d['mean'], d['std'], True)} | {_minutes(sum(s or 0 for s in d['seconds']))} of training for 5 folds |")
     if "make_run" in f:
         m, sp = f["make_run"], f["make_run"]["split"]
-        rows.append(f"| default, `make run`: stratified {sp['train']:,} train / {sp['val']} val / {sp['test']} test, test part | {_cells(m['test'])} | {_minutes(m['seconds']['total'])} (whole `make run` without the install; training {m['seconds']['train']:.0f} s) |")
+        refit = f" + refit {m['seconds']['refit']:.0f} s" if "refit" in m["seconds"] else ""
+        rows.append(f"| default, `make run`: stratified {sp['train']:,} train / {sp['val']} val / {sp['test']} test, test part (held-out estimate of `best.pt`) | {_cells(m['test'])} | {_minutes(m['seconds']['total'])} (whole `make run` without the install; training {m['seconds']['train']:.0f} s{refit}) |")
     if "best_split" in f:
         rows.append(f"| `--preset best` on the same split (`{f['best_split']['command']}`), test part | {_cells(f['best_split']['test'])} | trained in {f['best_split']['train_seconds']:.0f} s |")
     if "ensemble_split" in f:

@@ -200,3 +200,23 @@ def test_max_pixels_is_honoured_wherever_images_are_decoded(trained_run, synth_d
     from scenetag.workflows.evaluate import run_max_pixels
 
     assert run_max_pixels(run) == 89_478_485  # evaluate --split takes the run's own bound by default
+
+
+def test_distill_command_trains_on_the_teachers_soft_targets(trained_run, synth_dir, tmp_path, capsys):
+    import json
+
+    _, teacher_run, _ = trained_run
+    out = tmp_path / "student"
+    args = ["distill", "--teacher", str(teacher_run / "best.pt"), "--teacher-weight", "0.7", "--data", str(synth_dir), "--out", str(out), "-q",
+            "--set", "model.backbone=test_efficientnet", "--set", "model.weights=none", "--set", "model.image_size=48",
+            "--set", "train.views=[orig, flip]", "--set", "train.batch_size=8", "--set", "train.lr_find_steps=12",
+            "--set", "train.phases=[{name: head, unfreeze: 0.0, epochs: 1, lr: 0.003, lr_mult: 1.0}]"]  # fmt: skip
+    assert main(args) == 0
+    from scenetag.config import load_config
+
+    cfg = load_config(out / "config.yaml")
+    assert cfg.train.teacher == str((teacher_run / "best.pt").absolute()) and cfg.train.teacher_weight == 0.7
+    assert list((out / "cache").glob("teacher-*.npy")) and json.loads((out / "result.json").read_text())["metrics"]["test"]
+    assert main(args[:2] + [str(tmp_path / "missing.pt")] + args[3:7] + ["--out", str(tmp_path / "s2")] + args[9:]) == 2
+    assert "missing.pt: checkpoint not found" in capsys.readouterr().err
+    assert not list((tmp_path / "s2").glob("cache/*"))  # refused before any caching

@@ -39,10 +39,15 @@ def test_refit_config_repeats_the_schedule_up_to_the_selected_epoch(synth_dir):
     cfg = tiny_cfg(synth_dir, **{"train.phases": "[{name: a, epochs: 3, lr: 0.0}, {name: b, unfreeze: 0.5, epochs: 4, lr: 0.002}, {name: c, unfreeze: 0.8, epochs: 2, lr: 0.001}]"})
     rows = [_row("a", e, 0.5, lr=3.3e-4) for e in (1, 2, 3)] + [_row("b", 1, 0.6, lr=0.002), _row("b", 2, 0.8, lr=0.002)]
     rows += [_row("b", e, 0.7, lr=0.002) for e in (3, 4)] + [_row("c", e, 0.7, lr=0.001) for e in (1, 2)]
-    out = refit_config(cfg, rows)
+    out = refit_config(cfg, rows, "epoch")
     assert [(p.name, p.epochs, p.stop, p.epochs_run, p.lr) for p in out.train.phases] == [("a", 3, 0, 3, 3.3e-4), ("b", 4, 2, 2, 0.002), ("c", 0, 0, 0, 0.001)]
     assert not out.train.lr_find and out.data.val == 0 and out.data.test == 0
     assert cfg.train.phases[1].stop == 0  # the evaluated run's config is not changed
+    whole_phase, everything = refit_config(cfg, rows, "phase"), refit_config(cfg, rows, "all")
+    assert [(p.epochs, p.epochs_run) for p in whole_phase.train.phases] == [(3, 3), (4, 4), (0, 0)]
+    assert [(p.epochs, p.epochs_run, p.lr) for p in everything.train.phases] == [(3, 3, 3.3e-4), (4, 4, 0.002), (2, 2, 0.001)]
+    with pytest.raises(ConfigError, match="until"):
+        refit_config(cfg, rows, "never")
 
 
 def test_phase_stop_must_lie_within_its_schedule(synth_dir):
@@ -85,13 +90,11 @@ def test_refit_trains_on_every_image_with_the_evaluated_schedule(refitted):
     assert sorted(refit_run_split.train.tolist()) == every == list(range(60)) and res["n_images"] == 60
     assert not len(refit_run_split.val) and not len(refit_run_split.test)
     cfg, rcfg = load_config(run.config), load_config(run.refit.config)
-    phase_index, epoch = selected_epoch(read_history(run), [p.epochs_run for p in cfg.train.phases], cfg.train.select)
     history = read_history(run.refit)
-    assert len(history) == sum(p.epochs for p in cfg.train.phases[:phase_index]) + epoch  # stops at the selected epoch
+    assert [(row["phase"], int(row["epoch"])) for row in history] == [(row["phase"], int(row["epoch"])) for row in read_history(run)]  # every epoch again
     first_lrs = {row["phase"]: float(row["lr"]) for row in read_history(run)}
     assert all(float(row["lr"]) == first_lrs[row["phase"]] for row in history)  # the LRs the evaluated run used
-    assert [p.epochs for p in rcfg.train.phases[: phase_index + 1]] == [p.epochs for p in cfg.train.phases[: phase_index + 1]]  # same one-cycle lengths
-    assert all(p.epochs == 0 for p in rcfg.train.phases[phase_index + 1 :])
+    assert [p.epochs for p in rcfg.train.phases] == [p.epochs for p in cfg.train.phases] and not rcfg.train.lr_find
 
 
 def test_final_checkpoint_has_refit_weights_and_the_evaluated_thresholds(refitted):
@@ -163,3 +166,19 @@ def test_cv_refit_schedule_is_the_median_fold(synth_dir):
     histories = [[_row("head", 1, 0.5, lr=lr), _row("head", 2, f1, lr=lr), _row("top", 1, 0.1, lr=0.002), _row("top", 2, top, lr=0.002)] for lr, f1, top in ((1e-3, 0.9, 0.1), (2e-3, 0.5, 0.8), (4e-3, 0.5, 0.9))]
     out = cv_refit_config([cfg] * 3, histories)
     assert [(p.epochs_run, p.lr) for p in out.train.phases] == [(2, 2e-3), (2, 0.002)]
+
+
+def test_served_and_exported_final_model_says_its_metrics_are_an_estimate(refitted, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from scenetag.infer.export import export_onnx
+    from scenetag.infer.onnx import load_onnx
+    from scenetag.workflows.serve import ServeLimits, create_app
+
+    run, _ = refitted
+    best_metrics = read_checkpoint(run.best)["meta"]["metrics"]
+    shown = TestClient(create_app(run.final, ServeLimits(max_upload_mb=1.0, max_files=2, max_pixels=2_000_000))).get("/model").json()
+    assert shown["refit"]["n_images"] == 60 and shown["metrics"] == best_metrics
+    export_onnx(run.final, tmp_path / "final.onnx")
+    _, meta = load_onnx(tmp_path / "final.onnx")
+    assert meta["refit"]["n_images"] == 60 and meta["metrics"] == best_metrics

@@ -3,11 +3,12 @@
 The evaluated run (``best.pt``) estimates the shipped model's quality on its
 held-out test part; nothing can measure the refit on images it trained on, so
 that estimate is what final.pt reports. The refit repeats the evaluated run's
-schedule exactly -- the same phases and one-cycle lengths, the LRs it used,
-stopping at the epoch it selected -- on train + val + test, in ``RUN/refit/``
-(an ordinary run folder: interrupted refits resume). ``final.pt`` holds those
+schedule -- the same phases and one-cycle lengths, the LRs it used (the LR
+finder's picks included) -- on train + val + test, in ``RUN/refit/`` (an
+ordinary run folder: interrupted refits resume). ``final.pt`` holds those
 weights with the evaluated run's thresholds and temperatures, tuned on its val
-part (docs/experiments.md measures this against tuning on out-of-fold predictions).
+part; after ``--cv K`` thresholds are tuned on the out-of-fold predictions of
+every image instead, which measured better (docs/experiments.md).
 """
 from __future__ import annotations
 
@@ -44,22 +45,32 @@ def read_history(run: RunDir) -> list[dict[str, Any]]:
         return list(csv.DictReader(f))
 
 
-def refit_config(cfg: Config, history: list[dict[str, Any]]) -> Config:
-    """The evaluated run's recipe up to its selected epoch, with the LRs it used and no LR sweep or held-out parts.
+REFIT_UNTIL = ("epoch", "phase", "all")
+# Measured on 5 folds (docs/experiments.md, "Refit"): every phase to the end of its one-cycle gave the best
+# refit; stopping at the selected epoch can end mid-cycle, at a high LR.
+DEFAULT_UNTIL = "all"
 
-    Phases after the selected one stay, with 0 epochs (skipped), so the cache holds the same
-    boundaries and the evaluated run's training cache is found again.
+
+def refit_config(cfg: Config, history: list[dict[str, Any]], until: str = DEFAULT_UNTIL) -> Config:
+    """The evaluated run's recipe with the LRs it used, no LR sweep and no held-out parts, trained ``until``:
+
+    ``epoch``: up to the selected epoch (mid-cycle when it was selected there); ``phase``: to the end of
+    the selected phase's one-cycle; ``all``: every phase. Phases left out stay, with 0 epochs (skipped),
+    so the cache holds the same boundaries and the evaluated run's training cache is found again.
     """
+    if until not in REFIT_UNTIL:
+        raise ConfigError(f"refit until must be one of {', '.join(REFIT_UNTIL)}, got {until!r}")
     epochs = [p.epochs_run for p in cfg.train.phases]
     phase_index, epoch = selected_epoch(history, epochs, cfg.train.select)
+    last = len(epochs) - 1 if until == "all" else phase_index
     starts = np.cumsum([0] + epochs)
     phases = []
     for i, phase in enumerate(cfg.train.phases):
-        if i > phase_index:
+        if i > last:
             phases.append(phase.model_copy(update={"epochs": 0, "stop": 0}))
             continue
         lr = float(history[starts[i]]["lr"]) if epochs[i] else phase.lr  # the finder's pick when it chose
-        stop = epoch if i == phase_index and epoch < phase.epochs else phase.stop
+        stop = epoch if until == "epoch" and i == phase_index and epoch < phase.epochs else phase.stop
         phases.append(phase.model_copy(update={"lr": lr, "stop": stop}))
     out = cfg.model_copy(deep=True)
     out.train.phases = phases

@@ -101,6 +101,7 @@ def model_info(predictor: Predictor, model_path: Path | str, limits: ServeLimits
         "backbone": meta.get("backbone"),
         "preprocessing": meta.get("preprocessing"),
         "metrics": meta.get("metrics", {}),
+        "refit": meta.get("refit"),  # present when the metrics are a held-out estimate of a model refitted on every image
         "tta": predictor.tta,
         "model_file": Path(model_path).name,
         "engine": "onnxruntime" if str(model_path).endswith(".onnx") else "pytorch",
