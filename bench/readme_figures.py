@@ -15,7 +15,8 @@ Two steps:
    * ``train_speed.json``, ``predict_speed.json`` and ``cli_startup.json`` are written by
      ``bench/train_speed.py --json``, ``bench/predict_speed.py --json`` and ``bench/cli_startup.py --json`` directly;
      ``refit_cv5_all.json`` by ``bench/refit_cv.py runs/cv5 --until all --json ...`` and
-     ``distill_cv5.json`` by ``bench/distill_cv.py runs/cv5 --weight W --out ... --json ...``.
+     ``distill_cv5_wW.json`` by ``bench/distill_cv.py runs/cv5 --weight W --out ... --json ...``;
+     ``predict_speed_ensemble.json`` / ``predict_speed_student.json`` by ``bench/predict_speed.py --model ... --json ...``.
 
 2. (always) rewrite the README blocks between ``<!-- figures:NAME -->`` and
    ``<!-- /figures:NAME -->`` from those files. ``--check`` only compares and
@@ -170,8 +171,8 @@ def render_results(f: dict[str, dict[str, Any]]) -> str:
         r = f["refit_cv5_all"]
         rows.append(f"| default + refit on train + val, val thresholds (what `scenetag run` ships as `final.pt`; 5-fold, `{r['command']}`) | {_cells(r['refit_val']['mean'], r['refit_val']['std'], True)} | {_minutes(sum(r['refit_train_seconds']))} of refits for 5 folds |")
         rows.append(f"| default + refit, thresholds tuned out-of-fold (`scenetag train --cv 5 --refit`; same folds) | {_cells(r['refit_oof']['mean'], r['refit_oof']['std'], True)} | |")
-    if "distill_cv5" in f:
-        d = f["distill_cv5"]
+    if "distill_cv5_w0.5" in f:
+        d = f["distill_cv5_w0.5"]
         rows.append(f"| Lite0 student distilled from the ensemble (teacher weight {d['teacher_weight']}; 5-fold, `{d['command']}`) | {_cells(d['mean'], d['std'], True)} | {_minutes(sum(s or 0 for s in d['seconds']))} of training for 5 folds |")
     if "make_run" in f:
         m, sp = f["make_run"], f["make_run"]["split"]
@@ -202,6 +203,11 @@ def render_speed(f: dict[str, dict[str, Any]]) -> str:
         rows.append(f"| prediction, model only (ONNX Runtime, batch {p['batch']}, pre-decoded; `{p['command']}`) | {p['model_only_onnx']} img/s |")
         rows.append(f"| prediction end to end on JPEGs, ONNX Runtime, TTA off / on | {e2e[('ONNX Runtime', False)]} / {e2e[('ONNX Runtime', True)]} img/s |")
         rows.append(f"| prediction end to end on JPEGs, PyTorch channels_last, TTA off / on | {e2e[('PyTorch (channels_last)', False)]} / {e2e[('PyTorch (channels_last)', True)]} img/s |")
+    for name, what in (("predict_speed_ensemble", "the Lite0 + Lite2 ensemble (teacher)"), ("predict_speed_student", "its distilled Lite0 student")):
+        if name in f:
+            p = f[name]
+            e2e = {(r["engine"], r["tta"]): r["img_per_s"] for r in p["end_to_end"]}
+            rows.append(f"| prediction of {what}: model only / end to end ONNX Runtime TTA off / on (`{p['command']}`) | {p['model_only_onnx']} / {e2e[('ONNX Runtime', False)]} / {e2e[('ONNX Runtime', True)]} img/s |")
     return "\n".join(rows)
 
 

@@ -242,7 +242,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         print(f"trained in {result['train_seconds']:.0f}s")
     if evaluation:
-        _print_metrics(evaluation, f"held-out estimate: best.pt on the test split ({evaluation['n_images']} images it never saw; tuned per-label thresholds)")
+        _print_metrics(evaluation, "held-out estimate: best.pt on the test split, images it never saw (tuned per-label thresholds)")
         print(f"evaluation report: {RunDir(args.out).evaluation / 'report.html'}")
     else:
         _print_result(result)

@@ -81,3 +81,15 @@ def test_distilling_into_an_identical_student_reaches_the_teachers_outputs(teach
     gap, plain_gap = _gap(distilled, runs[0], ds), _gap(labels_only, runs[0], ds)
     print(f"distilled {gap:.4f} labels only {plain_gap:.4f}")
     assert gap < 0.05 and gap < 0.5 * plain_gap
+
+
+def test_a_teacher_that_saw_the_students_held_out_images_is_reported(teachers, synth_dir, tmp_path, caplog):
+    runs, _ = teachers
+    student = RunDir(tmp_path / "s")
+    with caplog.at_level("WARNING"):
+        train(tiny_cfg(synth_dir, **EXACT, **{"train.teacher": str(runs[1].best), "train.seed": 0}), student, progress=False)
+    assert "trained on" in caplog.text and "optimistic" in caplog.text  # seed 1's split trains on seed 0's val/test images
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        train(tiny_cfg(synth_dir, **EXACT, **{"train.teacher": str(runs[0].best), "train.seed": 0}), RunDir(tmp_path / "s0"), progress=False)
+    assert "optimistic" not in caplog.text  # the same split: the teacher never saw them

@@ -30,6 +30,8 @@ from ..io import atomic_path
 from ..model_meta import validate_meta
 from ..models import from_meta
 from ..models.net import MultiLabelNet
+from ..runs import RunDir
+from ..data.splits import Split
 from .batches import view_logits
 from .cache import build_cache
 from .setup import TrainingSetup, model_identity, phase_boundaries
@@ -107,11 +109,34 @@ def _targets_key(teacher: Path, members: Sequence[TeacherMember], ds: MultiLabel
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def held_out_seen_by_teacher(teacher: Path, setup: TrainingSetup) -> int:
+    """How many of the student's held-out images a teacher member trained on (val or test) or selected on (test).
+
+    Only members whose run folder records its data and split can be checked.
+    """
+    payload_meta = read_checkpoint(teacher)["meta"]
+    sources = [m.get("source") for m in payload_meta.get("members") or []] or [str(teacher)]
+    held = set(np.concatenate([setup.split.val, setup.split.test]).tolist())
+    seen: set[int] = set()
+    for source in sources:
+        run = RunDir(Path(source).parent)
+        if not source or not run.split.is_file() or not run.data_identity.is_file():
+            continue
+        if json.loads(run.data_identity.read_text()).get("path") != str(setup.ds.root):
+            continue
+        split = Split.read(run.split)  # trained on the student's held-out images, or chose its epoch on the test part
+        seen |= (held & set(split.train.tolist())) | (set(setup.split.test.tolist()) & set(split.val.tolist()))
+    return len(seen)
+
+
 def soft_targets(setup: TrainingSetup, cache_dir: Path | None, progress: bool = True) -> np.ndarray:
     """Blended targets for every row of the training cache, (rows, views, classes); read back when computed before."""
     cfg, ds, ids = setup.cfg, setup.ds, setup.layout.train_ids
     teacher = Path(cfg.train.teacher)
     members = load_teacher(teacher, ds.classes)
+    leaked = held_out_seen_by_teacher(teacher, setup)
+    if leaked:
+        log.warning("the teacher %s trained on %d of this run's val/test images: its soft targets carry their labels, so this run's val and test metrics are optimistic", teacher, leaked)
     found = cache_dir / f"teacher-{_targets_key(teacher, members, ds, ids, cfg.train.views, cfg.train.seed)}.npy" if cache_dir else None
     if found is not None and found.is_file():
         probs = np.load(found)
