@@ -45,8 +45,25 @@ def test_one_view_alone_equals_that_view_of_all_views():
 
     rng = np.random.default_rng(0)
     img = Image.fromarray(rng.integers(0, 255, (40, 60, 3), dtype=np.uint8))
-    kinds = ["orig", "flip", "crop", "crop", "crop_flip", "crop_flip"]
+    kinds = ["orig", "flip", "crop", "region_tr", "crop", "crop_flip", "region_bl", "crop_flip"]
     pp = Preprocessing(size=32)
     every = make_views(img, kinds, pp, seed=11)
     for i in range(len(kinds)):
         assert torch.equal(make_view(img, kinds, i, pp, seed=11), every[i]), kinds[i]
+
+
+def test_region_views_are_the_four_overlapping_corner_crops():
+    from scenetag.data.preprocessing import REGION_KINDS
+    from scenetag.data.transforms import region_crop
+
+    im = Image.new("RGB", (60, 30))
+    im.paste((255, 0, 0), (0, 0, 20, 10))  # a small red thing in the top-left ninth
+    boxes = {kind: region_crop(im, kind) for kind in REGION_KINDS}
+    assert all(b.size == (40, 20) for b in boxes.values())
+    assert boxes["region_tl"].getpixel((0, 0)) == (255, 0, 0) and boxes["region_br"].getpixel((0, 0)) == (0, 0, 0)
+    pp = Preprocessing(size=16)
+    views = make_views(im, ["orig", *REGION_KINDS], pp, seed=0)
+    torch.testing.assert_close(views[1], eval_tensor(boxes["region_tl"], pp))  # a region is resized like the whole image
+    red = lambda x: float((x[0] > 0.9).float().mean())  # noqa: E731  share of the view the red thing fills (normalised 1.0 = 255)
+    assert red(views[1]) > 2 * red(views[0])  # it fills more of its region than of the photo
+    torch.testing.assert_close(views, make_views(im, ["orig", *REGION_KINDS], pp, seed=5))  # no randomness

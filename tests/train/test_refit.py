@@ -182,3 +182,9 @@ def test_served_and_exported_final_model_says_its_metrics_are_an_estimate(refitt
     export_onnx(run.final, tmp_path / "final.onnx")
     _, meta = load_onnx(tmp_path / "final.onnx")
     assert meta["refit"]["n_images"] == 60 and meta["metrics"] == best_metrics
+
+
+def test_a_phase_of_zero_epochs_is_skipped(synth_dir, tmp_path):
+    cfg = tiny_cfg(synth_dir, **{"train.phases": "[{name: head, epochs: 2, lr: 0.01, lr_mult: 1.0}, {name: top, unfreeze: 0.5, epochs: 0, lr: 0.002}]"})
+    res = train(cfg, tmp_path / "r", progress=False)
+    assert [row["phase"] for row in read_history(RunDir(tmp_path / "r"))] == ["head", "head"] and res["metrics"]["test"]

@@ -7,7 +7,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 # The augmented views a training run can cache per image (see data.transforms.make_views).
-VIEW_KINDS = ("orig", "flip", "crop", "crop_flip")
+# region_*: a fixed 2/3 x 2/3 crop at one corner of the image (they overlap in the middle), resized like
+# "orig": small or off-centre things fill more of the frame (the multi-instance reading of a scene).
+REGION_KINDS = ("region_tl", "region_tr", "region_bl", "region_br")
+VIEW_KINDS = ("orig", "flip", "crop", "crop_flip") + REGION_KINDS
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 from torchvision.transforms.v2 import functional as F
 
-from .preprocessing import VIEW_KINDS, Preprocessing
+from .preprocessing import REGION_KINDS, VIEW_KINDS, Preprocessing
 
 _INTERP = {
     "bicubic": InterpolationMode.BICUBIC,
@@ -44,6 +44,26 @@ def eval_tensor(img: Image.Image, pp: Preprocessing) -> torch.Tensor:
     return to_tensor(resize_image(img, pp), pp)
 
 
+REGION_FRACTION = 2 / 3
+
+
+def region_crop(img: Image.Image, kind: str) -> Image.Image:
+    """The ``region_*`` view's part of the image: a 2/3-size box at one corner (before resizing)."""
+    w, h = img.size
+    cw, ch = max(1, round(w * REGION_FRACTION)), max(1, round(h * REGION_FRACTION))
+    left = 0 if kind.endswith("l") else w - cw
+    top = 0 if kind[-2] == "t" else h - ch
+    return img.crop((left, top, left + cw, top + ch))
+
+
+def _fixed_view(img: Image.Image, kind: str, pp: Preprocessing, base: Image.Image | None = None) -> Image.Image:
+    """A view without randomness: orig, flip or a region (``base``: the resized image, when already made)."""
+    if kind in REGION_KINDS:
+        return resize_image(region_crop(img, kind), pp)
+    base = base if base is not None else resize_image(img, pp)
+    return base if kind == "orig" else F.horizontal_flip(base)
+
+
 def _crop_transform(pp: Preprocessing) -> T.Compose:
     return T.Compose(
         [
@@ -66,10 +86,8 @@ def make_views(img: Image.Image, kinds: list[str], pp: Preprocessing, seed: int)
     try:
         out = []
         for kind in kinds:
-            if kind == "orig":
-                v = base
-            elif kind == "flip":
-                v = F.horizontal_flip(base)
+            if kind in ("orig", "flip") or kind in REGION_KINDS:
+                v = _fixed_view(img, kind, pp, base)
             elif kind == "crop":
                 v = crop(img)
             elif kind == "crop_flip":
@@ -97,9 +115,8 @@ def make_view(img: Image.Image, kinds: list[str], index: int, pp: Preprocessing,
                 for t in crop.transforms:  # the parameters of a crop and its jitter depend on the image size only
                     t.make_params([img])
         kind = kinds[index]
-        if kind in ("orig", "flip"):
-            base = resize_image(img, pp)
-            v = base if kind == "orig" else F.horizontal_flip(base)
+        if kind in ("orig", "flip") or kind in REGION_KINDS:
+            v = _fixed_view(img, kind, pp)
         elif kind in ("crop", "crop_flip"):
             v = crop(img) if kind == "crop" else F.horizontal_flip(crop(img))
         else:
