@@ -51,6 +51,7 @@ class TeacherMember:
     taps: list[int]  # the boundaries its own training cached, so that cache is found again
     identity: dict[str, Any]  # the network its frozen part is (cache key)
     cache_dtype: str
+    source: str  # the checkpoint it came from: its run folder says which images it trained on
 
 
 def _training_meta(spec: dict[str, Any], where: str) -> dict[str, Any]:
@@ -67,7 +68,8 @@ def _member(net: MultiLabelNet, spec: dict[str, Any], weight: float, n_classes: 
     training = _training_meta(spec, where)
     cfg: Config = config_from_dict(training["config"])
     temps = np.asarray(spec.get("temperatures") or [1.0] * n_classes, dtype=np.float64)
-    return TeacherMember(net.eval(), Preprocessing.from_dict(spec["preprocessing"]), weight, temps, int(training["boundary"]), phase_boundaries(net, cfg), model_identity(cfg), cfg.train.cache_dtype)
+    pp = Preprocessing.from_dict(spec["preprocessing"])
+    return TeacherMember(net.eval(), pp, weight, temps, int(training["boundary"]), phase_boundaries(net, cfg), model_identity(cfg), cfg.train.cache_dtype, spec.get("source") or where)
 
 
 def load_teacher(path: Path | str, classes: Sequence[str]) -> list[TeacherMember]:
@@ -109,18 +111,16 @@ def _targets_key(teacher: Path, members: Sequence[TeacherMember], ds: MultiLabel
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def held_out_seen_by_teacher(teacher: Path, setup: TrainingSetup) -> int:
+def held_out_seen_by_teacher(members: Sequence[TeacherMember], setup: TrainingSetup) -> int:
     """How many of the student's held-out images a teacher member trained on (val or test) or selected on (test).
 
     Only members whose run folder records its data and split can be checked.
     """
-    payload_meta = read_checkpoint(teacher)["meta"]
-    sources = [m.get("source") for m in payload_meta.get("members") or []] or [str(teacher)]
     held = set(np.concatenate([setup.split.val, setup.split.test]).tolist())
     seen: set[int] = set()
-    for source in sources:
-        run = RunDir(Path(source).parent)
-        if not source or not run.split.is_file() or not run.data_identity.is_file():
+    for member in members:
+        run = RunDir(Path(member.source).parent)
+        if not run.split.is_file() or not run.data_identity.is_file():
             continue
         if json.loads(run.data_identity.read_text()).get("path") != str(setup.ds.root):
             continue
@@ -129,12 +129,11 @@ def held_out_seen_by_teacher(teacher: Path, setup: TrainingSetup) -> int:
     return len(seen)
 
 
-def soft_targets(setup: TrainingSetup, cache_dir: Path | None, progress: bool = True) -> np.ndarray:
+def soft_targets(setup: TrainingSetup, members: Sequence[TeacherMember], cache_dir: Path | None, progress: bool = True) -> np.ndarray:
     """Blended targets for every row of the training cache, (rows, views, classes); read back when computed before."""
     cfg, ds, ids = setup.cfg, setup.ds, setup.layout.train_ids
     teacher = Path(cfg.train.teacher)
-    members = load_teacher(teacher, ds.classes)
-    leaked = held_out_seen_by_teacher(teacher, setup)
+    leaked = held_out_seen_by_teacher(members, setup)
     if leaked:
         log.warning("the teacher %s trained on %d of this run's val/test images: its soft targets carry their labels, so this run's val and test metrics are optimistic", teacher, leaked)
     found = cache_dir / f"teacher-{_targets_key(teacher, members, ds, ids, cfg.train.views, cfg.train.seed)}.npy" if cache_dir else None

@@ -119,11 +119,10 @@ def _train_locked(cfg: Config | None, run: RunDir, resume: bool, progress: bool,
     ds = load_dataset(cfg.data.path, cfg.data.labels, cfg.data.format)
     if resume:
         check_data(run, ds, split)
-    if cfg.train.teacher:
-        load_teacher(cfg.train.teacher, ds.classes)  # a missing or unfit teacher fails before any caching
+    teacher = load_teacher(cfg.train.teacher, ds.classes) if cfg.train.teacher else None  # fails before any caching
     setup = prepare(cfg, cache_dir_of(cfg, run), progress, ds=ds, split=split, cache_all_images=cache_all_images, train_parts=train_parts)
-    if cfg.train.teacher:
-        setup.train_targets = soft_targets(setup, cache_dir_of(cfg, run), progress)
+    if teacher is not None:
+        setup.train_targets = soft_targets(setup, teacher, cache_dir_of(cfg, run), progress)
     if resume:
         setup.model.load_state_dict(read_checkpoint(run.last)["state_dict"])
     elif setup.dist.is_main:
