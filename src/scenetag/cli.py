@@ -393,7 +393,7 @@ def _add_training_commands(sub) -> None:
     p.add_argument("--no-refit", action="store_true", help="ship best.pt as it is instead of retraining it on every labelled image (final.pt)")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("distill", help="train the recipe on a teacher's probabilities (e.g. an ensemble): its accuracy at one model's cost")
+    p = sub.add_parser("distill", help="train the recipe on a teacher's (e.g. an ensemble's) probabilities mixed with the labels; it predicts at one model's cost")
     _add_train_args(p)
     p.add_argument("--teacher", required=True, help="teacher checkpoint: an ensemble (scenetag ensemble) or one model, with the data's labels")
     p.add_argument("--teacher-weight", type=_bounded(float, 0, 1), default=None, help="share of the teacher in the targets, the rest the labels (default: train.teacher_weight)")
