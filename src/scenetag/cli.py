@@ -384,7 +384,7 @@ def _add_training_commands(sub) -> None:
     p.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue an interrupted run from its last.pt, with its own config")
     p.add_argument("--cv", type=_bounded(int, 2, 100), default=0, metavar="K", help="stratified K-fold cross-validation: every metric as mean ± std over folds")
     p.add_argument("--ensemble", action="store_true", help="with --cv: also write OUT/ensemble.pt averaging the K fold models")
-    p.add_argument("--refit", action="store_true", help="then retrain the same schedule on every labelled image: OUT/final.pt, the model to ship (best.pt's test metrics are its estimate; with --cv: the folds' median schedule, thresholds tuned out-of-fold)")
+    p.add_argument("--refit", action="store_true", help="then retrain the same schedule on every labelled image: OUT/final.pt, the model to ship (best.pt's test metrics are its estimate; with --cv: the folds' median LRs, thresholds tuned out-of-fold)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("run", help="the main job: train the default recipe (or reuse/resume the run in --out) and report")

@@ -159,13 +159,13 @@ def test_refit_after_cross_validation_tunes_thresholds_out_of_fold(synth_dir, tm
     assert not [p for p in cv.refit.path.rglob("*.npy")]  # the folds' cache of every image is reused
 
 
-def test_cv_refit_schedule_is_the_median_fold(synth_dir):
+def test_cv_refit_schedule_is_every_phase_at_the_folds_median_lr(synth_dir):
     from scenetag.train.refit import cv_refit_config
 
     cfg = tiny_cfg(synth_dir)  # phases: head 2 epochs (finder LR), top 2 epochs
     histories = [[_row("head", 1, 0.5, lr=lr), _row("head", 2, f1, lr=lr), _row("top", 1, 0.1, lr=0.002), _row("top", 2, top, lr=0.002)] for lr, f1, top in ((1e-3, 0.9, 0.1), (2e-3, 0.5, 0.8), (4e-3, 0.5, 0.9))]
     out = cv_refit_config([cfg] * 3, histories)
-    assert [(p.epochs_run, p.lr) for p in out.train.phases] == [(2, 2e-3), (2, 0.002)]
+    assert [(p.epochs_run, p.lr) for p in out.train.phases] == [(2, 2e-3), (2, 0.002)]  # fold 1 selected the head phase: still every phase
 
 
 def test_served_and_exported_final_model_says_its_metrics_are_an_estimate(refitted, tmp_path):

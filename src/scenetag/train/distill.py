@@ -105,9 +105,10 @@ def teacher_probabilities(members: Sequence[TeacherMember], ds: MultiLabelDatase
     return total
 
 
-def _targets_key(teacher: Path, members: Sequence[TeacherMember], ds: MultiLabelDataset, ids: np.ndarray, kinds: list[str], seed: int) -> str:
+def _targets_key(teacher: Path, ds: MultiLabelDataset, ids: np.ndarray, kinds: list[str], seed: int) -> str:
+    """The teacher file (path, size, time) and the (image, view) pairs asked for: another of either is another key."""
     st = teacher.stat()
-    blob = {"teacher": [str(teacher.resolve()), st.st_size, int(st.st_mtime)], "paths": [str(p) for p in ds.subset(ids).paths], "kinds": kinds, "seed": seed, "members": len(members)}
+    blob = {"teacher": [str(teacher.resolve()), st.st_size, int(st.st_mtime)], "paths": [str(p) for p in ds.subset(ids).paths], "kinds": kinds, "seed": seed}
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -136,7 +137,7 @@ def soft_targets(setup: TrainingSetup, members: Sequence[TeacherMember], cache_d
     leaked = held_out_seen_by_teacher(members, setup)
     if leaked:
         log.warning("the teacher %s trained on %d of this run's val/test images: its soft targets carry their labels, so this run's val and test metrics are optimistic", teacher, leaked)
-    found = cache_dir / f"teacher-{_targets_key(teacher, members, ds, ids, cfg.train.views, cfg.train.seed)}.npy" if cache_dir else None
+    found = cache_dir / f"teacher-{_targets_key(teacher, ds, ids, cfg.train.views, cfg.train.seed)}.npy" if cache_dir else None
     if found is not None and found.is_file():
         probs = np.load(found)
     else:

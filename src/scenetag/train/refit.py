@@ -125,13 +125,12 @@ def refit(run_dir: Path | str, progress: bool = True) -> dict[str, Any]:
 
 
 def cv_refit_config(fold_cfgs: Sequence[Config], histories: Sequence[list[dict[str, Any]]]) -> Config:
-    """One schedule for a refit after K folds: each fold's refit schedule, then per phase the median epochs and LR."""
+    """One refit schedule after K folds: every phase to the end (the folds share the recipe), each phase at the
+    median of the LRs the folds used (the LR finder picks the head's per fold)."""
     per_fold = [refit_config(cfg, history) for cfg, history in zip(fold_cfgs, histories)]
-    ran = sorted(per_fold, key=lambda c: sum(p.epochs_run for p in c.train.phases))
-    out = ran[(len(ran) - 1) // 2].model_copy(deep=True)  # the fold at the median number of epochs (the lower one)
+    out = per_fold[0].model_copy(deep=True)
     for i, phase in enumerate(out.train.phases):
-        if phase.epochs_run:
-            phase.lr = float(np.median([c.train.phases[i].lr for c in per_fold if c.train.phases[i].epochs_run]))
+        phase.lr = float(np.median([c.train.phases[i].lr for c in per_fold]))
     return out
 
 
@@ -143,7 +142,7 @@ def out_of_fold(cv: RunDir, k: int, labels: np.ndarray, classes: Sequence[str]) 
 
 
 def refit_after_cv(cv_dir: Path | str, k: int, progress: bool = True) -> dict[str, Any]:
-    """After ``train --cv K``: retrain on every image with the folds' median schedule; thresholds tuned on the
+    """After ``train --cv K``: retrain on every image with the folds' median LRs; thresholds tuned on the
     out-of-fold predictions of all images; ``OUT/final.pt`` reports the K-fold mean as its estimate."""
     cv = RunDir(cv_dir)
     one_process()
