@@ -41,6 +41,8 @@ BAD = [
     ("preprocessing", _DROP, "preprocessing is missing"),
     ("backbone", _DROP, "backbone is missing"),
     ("head", _DROP, "head is missing"),
+    ("head_options", {"csra_lambda": "big"}, "head_options must map names to finite numbers"),
+    ("bag", ["region_tl"], "bag must be a list of view names starting with orig"),
     ("preprocessing.size", 0, "preprocessing.size must be an integer in [1, 1024]"),
     ("preprocessing.interpolation", "lanczos9", "preprocessing.interpolation must be one of"),
     ("preprocessing.std", [0.5, 0.0, 0.5], "preprocessing.std must hold 3 finite numbers in (0"),

@@ -15,7 +15,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from .data.images import DEFAULT_MAX_PIXELS
 from .data.layouts import DEFAULT_DATA, FORMATS
-from .data.preprocessing import VIEW_KINDS
+from .data.preprocessing import BAG_KINDS, VIEW_KINDS
 from .errors import ConfigError, brief
 
 
@@ -55,9 +55,28 @@ class DataConfig(_Section):
 class ModelConfig(_Section):
     backbone: str = "lite0"
     weights: str = "default"
-    head: str = "reference"
+    head: str = "reference"  # reference | linear (pooled features) | csra | query (the feature map)
     dropout: Float = Field(0.5, ge=0, lt=1)
     image_size: int = Field(0, ge=0, le=1024)  # 0: the backbone's native size
+    csra_lambda: Float = Field(0.1, ge=0)  # csra head: weight of the class-specific attention term (0: average pooling)
+    csra_temperature: Float = Field(1.0, gt=0)  # csra head: softmax temperature over locations (large: max pooling)
+    # Multi-instance model: each image is this bag of views (orig + regions), scored one by one and pooled per
+    # label by bag_pool. [] (default): one view per image. Training fills the orig slot from train.views.
+    bag: list[str] = Field(default_factory=list)
+    bag_pool: Literal["mean", "max", "lse", "attention"] = "lse"
+
+    @field_validator("bag")
+    @classmethod
+    def _bag_of_fixed_views(cls, bag: list[str]) -> list[str]:
+        if bag and (bag[0] != "orig" or any(k not in BAG_KINDS for k in bag) or len(set(bag)) != len(bag)):
+            raise ValueError(f"a bag is orig followed by distinct regions from {list(BAG_KINDS[1:])}, got {bag}")
+        return bag
+
+    def head_options(self) -> dict[str, float]:
+        """The head's own settings, as checkpoints record them (only those of the chosen head)."""
+        if self.head == "csra":
+            return {"csra_lambda": self.csra_lambda, "csra_temperature": self.csra_temperature}
+        return {}
 
 
 class PhaseConfig(_Section):

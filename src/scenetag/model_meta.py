@@ -14,7 +14,7 @@ from .version import __version__
 
 FORMAT_VERSION = 1
 # What a checkpoint says about the network it holds (an ensemble's members say it per member).
-MODEL_KEYS = ("backbone", "head", "dropout", "preprocessing", "temperatures", "thresholds")
+MODEL_KEYS = ("backbone", "head", "head_options", "bag", "bag_pool", "dropout", "preprocessing", "temperatures", "thresholds")
 
 
 def build_meta(
@@ -28,7 +28,7 @@ def build_meta(
 ) -> dict[str, Any]:
     """What a checkpoint says about itself, in plain types only (weights_only loading reads nothing else).
 
-    ``model_cfg`` holds ``backbone``, ``head`` and ``dropout``; ``extra`` adds
+    ``model_cfg`` holds ``backbone``, ``head``, ``dropout``, ``head_options`` and ``bag``/``bag_pool``; ``extra`` adds
     fields such as ``boundary``, ``temperatures`` or an ensemble's ``members``.
     """
     meta = {
@@ -44,6 +44,10 @@ def build_meta(
     }
     if "dropout" in model_cfg:
         meta["dropout"] = model_cfg["dropout"]
+    if model_cfg.get("head_options"):
+        meta["head_options"] = dict(model_cfg["head_options"])
+    if model_cfg.get("bag"):  # a multi-instance model: its input is this bag of views per image
+        meta["bag"], meta["bag_pool"] = list(model_cfg["bag"]), model_cfg["bag_pool"]
     if config is not None:
         meta["config"] = config
     return meta | extra
@@ -95,6 +99,13 @@ def meta_problems(meta: Any) -> list[str]:
     n = len(classes)
     out = [f"{key} is missing" for key in ("backbone", "head") if not isinstance(meta.get(key), str)]
     out += _number_list(meta.get("thresholds"), n, "thresholds", 0, 1)
+    options = meta.get("head_options", {})
+    if not isinstance(options, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in options.values()):
+        out.append(f"head_options must map names to finite numbers, got {options!r}")
+    bag = meta.get("bag")
+    # The view names themselves are checked where views are made (infer.predictor), a layer above this one.
+    if bag is not None and (not isinstance(bag, list) or not bag or bag[0] != "orig" or not all(isinstance(k, str) for k in bag) or not isinstance(meta.get("bag_pool"), str)):
+        out.append(f"bag must be a list of view names starting with orig, with a bag_pool, got {bag!r}")
     if meta.get("temperatures") is not None:
         out += _number_list(meta["temperatures"], n, "temperatures", 0, 1000, low_open=True)
     out += _preprocessing_problems(meta.get("preprocessing"))

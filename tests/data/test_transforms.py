@@ -67,3 +67,17 @@ def test_region_views_are_the_four_overlapping_corner_crops():
     red = lambda x: float((x[0] > 0.9).float().mean())  # noqa: E731  share of the view the red thing fills (normalised 1.0 = 255)
     assert red(views[1]) > 2 * red(views[0])  # it fills more of its region than of the photo
     torch.testing.assert_close(views, make_views(im, ["orig", *REGION_KINDS], pp, seed=5))  # no randomness
+
+
+def test_mirrored_regions_and_the_bag_prediction_makes():
+    """A bag model's mirrored bag (flip TTA: every view flipped) is what region_*_flip caches for training."""
+    from scenetag.data.preprocessing import REGION_FLIP_KINDS, REGION_KINDS
+
+    im = Image.effect_noise((60, 30), 40).convert("RGB")
+    pp = Preprocessing(size=16)
+    views = make_views(im, [*REGION_KINDS, *REGION_FLIP_KINDS], pp, seed=0)
+    torch.testing.assert_close(views[4:], views[:4].flip(-1))
+    bag = eval_tensor(im, pp, ["orig", "region_tr"])
+    assert bag.shape == (2, 3, 16, 16)
+    torch.testing.assert_close(bag, make_views(im, ["orig", "region_tr"], pp, seed=3))
+    torch.testing.assert_close(bag[0], eval_tensor(im, pp))

@@ -9,7 +9,7 @@ import torchvision
 
 from scenetag.errors import ModelError
 from scenetag.models.backbones import build_backbone, convert_lite_state_dict, lite_weights_file
-from scenetag.models.heads import make_head
+from scenetag.models.heads import SPATIAL_HEADS, is_spatial, make_head
 from scenetag.models.net import build_model, model_preprocessing
 
 
@@ -104,7 +104,7 @@ def test_pieces_chain_equals_forward_features(lite0, name):
             acts.append(piece(acts[-1]))
         for k in sorted({0, min(3, len(acts) - 2), len(model.pieces()) - 1}):
             torch.testing.assert_close(model.forward_from(k, acts[k]), full)
-        pooled = model.pool_features(acts[-1])
+        pooled = model.head_input(acts[-1])
         torch.testing.assert_close(model.forward_from(len(model.pieces()), pooled), full)
     n = len(model.pieces())
     if name == "mobilenetv3_small_050":  # not split: one piece, the whole forward_features
@@ -238,10 +238,12 @@ def test_random_init_is_explicit(caplog):
     assert "random initialisation" in caplog.text
 
 
-@pytest.mark.parametrize("kind", ["reference", "linear"])
+@pytest.mark.parametrize("kind", ["reference", "linear", "csra", "query"])
 def test_heads(kind):
     head = make_head(64, 5, kind).eval()
-    assert head(torch.randn(3, 64)).shape == (3, 5)
+    x = torch.randn(3, 64, 4, 4) if is_spatial(head) else torch.randn(3, 64)
+    assert head(x).shape == (3, 5)
+    assert is_spatial(head) == (kind in SPATIAL_HEADS)
     if kind == "reference":
         linears = [m for m in head if isinstance(m, torch.nn.Linear)]
         assert [(l.in_features, l.out_features) for l in linears] == [(64, 32), (32, 16), (16, 5)]
@@ -249,3 +251,50 @@ def test_heads(kind):
         make_head(64, 5, "mlp9")
     with pytest.raises(ModelError):
         make_head(64, 0, kind)
+    with pytest.raises(ModelError, match="takes no option"):
+        make_head(64, 5, kind, csra_lambdaa=0.2)
+
+
+def test_csra_without_attention_is_a_linear_head_on_average_pooled_features():
+    torch.manual_seed(0)
+    csra = make_head(64, 5, "csra", csra_lambda=0.0).eval()
+    maps = torch.randn(3, 64, 5, 5)
+    conv = csra.classifier
+    with torch.no_grad():
+        want = torch.nn.functional.linear(maps.mean(dim=(2, 3)), conv.weight.flatten(1), conv.bias)
+        torch.testing.assert_close(csra(maps), want)
+        # With attention, each class adds lam x a convex combination of its location scores: between their min and max.
+        attentive = make_head(64, 5, "csra", csra_lambda=0.5).eval()
+        attentive.load_state_dict(csra.state_dict())
+        scores = conv(maps).flatten(2)
+        extra = (attentive(maps) - want) / 0.5
+        assert torch.all(extra <= scores.max(2).values + 1e-5) and torch.all(extra >= scores.min(2).values - 1e-5)
+        # A very large temperature is max pooling.
+        hard = make_head(64, 5, "csra", csra_lambda=1.0, csra_temperature=1e4).eval()
+        hard.load_state_dict(csra.state_dict())
+        torch.testing.assert_close(hard(maps), want + scores.max(2).values, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kind", SPATIAL_HEADS)
+def test_spatial_heads_ignore_where_a_location_is_but_not_what_it_shows(kind):
+    """No positional code: shuffling the map's locations changes nothing; changing one location changes the logits."""
+    torch.manual_seed(0)
+    head = make_head(32, 4, kind).eval()
+    maps = torch.randn(2, 32, 3, 3)
+    order = torch.randperm(9)
+    shuffled = maps.flatten(2)[:, :, order].reshape(2, 32, 3, 3)
+    with torch.no_grad():
+        torch.testing.assert_close(head(shuffled), head(maps), atol=1e-5, rtol=1e-5)
+        changed = maps.clone()
+        changed[:, :, 0, 0] += 3.0
+        assert not torch.allclose(head(changed), head(maps))
+
+
+@pytest.mark.parametrize("kind", SPATIAL_HEADS)
+def test_a_spatial_head_sees_the_feature_map(kind):
+    model = build_model("test_efficientnet", "none", 5, kind, quiet=True).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        feat_map = model.backbone.forward_features(x)
+        assert model.spatial and model.head_input(feat_map) is feat_map
+        torch.testing.assert_close(model.forward_from(len(model.pieces()), feat_map), model(x))

@@ -20,6 +20,9 @@ def test_cross_validation_covers_every_image_once(synth_dir, tmp_path):
     tests = [json.loads((tmp_path / "cv" / f"fold{i}" / "split.json").read_text())["test"] for i in (1, 2, 3)]
     assert sorted(sum(tests, [])) == list(range(60))
     f1s = [f["samples_f1"] for f in cv["folds"]]
+    # Errors by kind, summed over the test folds, count every wrong (image, label) pair the folds' Hamming losses count.
+    wrong = sum(kind["missed"] + kind["extra"] for kind in cv["errors_by_kind"].values())
+    assert wrong == round(sum(f["hamming_loss"] * len(t) * 5 for f, t in zip(cv["folds"], tests)))
     assert cv["mean"]["samples_f1"] == pytest.approx(np.mean(f1s)) and cv["std"]["samples_f1"] == pytest.approx(np.std(f1s))
     # One shared cache for all folds: exactly one train-view and one eval-view cache key.
     assert len(list((tmp_path / "cv" / "cache").glob("*.json"))) == 2

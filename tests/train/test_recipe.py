@@ -133,3 +133,38 @@ def test_diverging_run_stops_with_one_line(synth_dir, tmp_path):
                                  "train.phases": "[{name: head, unfreeze: 0.0, epochs: 3, lr: 1.0e+6, lr_mult: 1.0}]"})  # fmt: skip
     with pytest.raises(TrainingError, match=r"head \d/3: the training loss became (nan|inf)"):
         train(cfg, tmp_path / "r", progress=False)
+
+
+@pytest.mark.parametrize("head", ["csra", "query"])
+def test_a_spatial_head_trains_on_cached_maps_and_its_checkpoint_predicts_exports_and_ensembles(synth_dir, tmp_path, head):
+    """The head phase caches the feature map (another cache key than pooled features); the checkpoint rebuilds the head
+    with its options, predicts from images what the run scored from its cache, and exports with ONNX parity."""
+    from scenetag.infer.export import export_onnx
+    from scenetag.infer.outputs import read_probabilities
+    from scenetag.infer.predictor import Predictor
+    from scenetag.train.setup import model_identity
+    from scenetag.workflows.ensemble import make_ensemble
+
+    one_epoch = "[{name: head, unfreeze: 0.0, epochs: 1, lr: 0.003, lr_mult: 1.0}, {name: top, unfreeze: 0.5, epochs: 1, lr: 0.002, lr_mult: 10.0}]"
+    cfg = tiny_cfg(synth_dir, **{"model.head": head, "model.csra_lambda": "0.3", "train.phases": one_epoch, "train.lr_find": "false"})
+    assert model_identity(cfg) != model_identity(tiny_cfg(synth_dir))
+    run = tmp_path / head
+    train(cfg, run, progress=False)
+    caches = [np.load(f, mmap_mode="r") for f in (run / "cache").glob("*.npy")]
+    assert any(a.ndim == 5 for a in caches)  # (images, views, channels, h, w) at the head's tap
+    model, meta = load_model(run / "best.pt")
+    assert meta["head"] == head and model.spatial
+    assert meta.get("head_options", {}) == ({"csra_lambda": 0.3, "csra_temperature": 1.0} if head == "csra" else {})
+    if head == "csra":
+        assert model.head.lam == 0.3
+    paths = [r["path"] for r in csv.DictReader(open(run / "test_predictions.csv"))][:6]
+
+    def probabilities(model_file):
+        return np.array([[r.probabilities[c] for c in meta["classes"]] for r in Predictor(model_file, num_workers=0).predict(paths)])
+
+    from_images = probabilities(run / "best.pt")
+    np.testing.assert_allclose(from_images, read_probabilities(run / "test_predictions.csv", meta["classes"])[:6], atol=2e-2)  # fp16 cache
+    assert export_onnx(run / "best.pt", tmp_path / "m.onnx")["max_abs_diff"] <= 1e-4
+    np.testing.assert_allclose(probabilities(tmp_path / "m.onnx"), from_images, atol=1e-4)
+    make_ensemble([run / "best.pt", run / "best.pt"], tmp_path / "ens.pt")
+    np.testing.assert_allclose(probabilities(tmp_path / "ens.pt"), from_images, atol=1e-4)

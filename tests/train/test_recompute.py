@@ -16,10 +16,12 @@ from scenetag.train.setup import phase_boundaries
 from ..conftest import tiny_cfg
 
 
-def test_recomputed_activations_equal_the_cache(synth_dir, tmp_path):
+@pytest.mark.parametrize("head", ["reference", "csra", "query"])
+def test_recomputed_activations_equal_the_cache(synth_dir, tmp_path, head):
+    """For every head (a spatial one caches the feature map at the last tap), and the cached forward is the model's."""
     ds = load_dataset(synth_dir).subset(range(6))
     torch.manual_seed(0)
-    model = build_model("test_efficientnet", "none", 5, "reference", 0.5, quiet=True).eval()
+    model = build_model("test_efficientnet", "none", 5, head, 0.5, quiet=True).eval()
     pp, kinds, ids = Preprocessing(size=48), ["orig", "flip", "crop"], list(range(10, 16))
     taps = [model.boundary_for_fraction(0.5), len(model.pieces())]
     cache = build_cache(model, {"t": 1}, ds, kinds, taps, pp, seed=3, cache_dir=None, batch_size=4, engine="torch", dtype="float32", progress=False, ids=ids)
@@ -27,6 +29,11 @@ def test_recomputed_activations_equal_the_cache(synth_dir, tmp_path):
     rows, views = np.array([0, 3, 5]), np.array([2, 0, 1])
     for tap in taps:  # same pixels (views from the same per-image seeds), same frozen network
         torch.testing.assert_close(recomputed.get(tap, rows, views), cache.get(tap, rows, views), atol=1e-4, rtol=1e-4)
+    assert cache.get(taps[-1], rows, views).dim() == (4 if head != "reference" else 2)
+    with torch.no_grad():  # logits from either tap's cached activations are the whole network's on those pixels
+        want = model(recomputed.pixels(rows, views))
+        for tap in taps:
+            torch.testing.assert_close(model.forward_from(tap, cache.get(tap, rows, views)), want, atol=1e-4, rtol=1e-4)
 
 
 def test_uncached_run_trains_the_same_parameters_and_reaches_the_same_result(trained_run, synth_dir, tmp_path):

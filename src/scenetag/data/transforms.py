@@ -15,7 +15,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 from torchvision.transforms.v2 import functional as F
 
-from .preprocessing import REGION_KINDS, VIEW_KINDS, Preprocessing
+from .preprocessing import FIXED_KINDS, VIEW_KINDS, Preprocessing
 
 _INTERP = {
     "bicubic": InterpolationMode.BICUBIC,
@@ -39,8 +39,10 @@ def to_tensor(img: Image.Image, pp: Preprocessing) -> torch.Tensor:
     return F.normalize(x, list(pp.mean), list(pp.std))
 
 
-def eval_tensor(img: Image.Image, pp: Preprocessing) -> torch.Tensor:
-    """The exact tensor prediction uses for one RGB image."""
+def eval_tensor(img: Image.Image, pp: Preprocessing, bag: tuple[str, ...] | list[str] = ()) -> torch.Tensor:
+    """The exact tensor prediction uses for one RGB image: (3, size, size), or (len(bag), 3, size, size) for a bag model."""
+    if bag:
+        return torch.stack([to_tensor(_fixed_view(img, kind, pp), pp) for kind in bag])
     return to_tensor(resize_image(img, pp), pp)
 
 
@@ -52,14 +54,15 @@ def region_crop(img: Image.Image, kind: str) -> Image.Image:
     w, h = img.size
     cw, ch = max(1, round(w * REGION_FRACTION)), max(1, round(h * REGION_FRACTION))
     left = 0 if kind.endswith("l") else w - cw
-    top = 0 if kind[-2] == "t" else h - ch
+    top = 0 if kind[-2] == "t" else h - ch  # region_tl: top left
     return img.crop((left, top, left + cw, top + ch))
 
 
 def _fixed_view(img: Image.Image, kind: str, pp: Preprocessing, base: Image.Image | None = None) -> Image.Image:
-    """A view without randomness: orig, flip or a region (``base``: the resized image, when already made)."""
-    if kind in REGION_KINDS:
-        return resize_image(region_crop(img, kind), pp)
+    """A view without randomness: orig, flip or a region, maybe mirrored (``base``: the resized image, when already made)."""
+    if kind.startswith("region_"):
+        region = resize_image(region_crop(img, kind.removesuffix("_flip")), pp)
+        return F.horizontal_flip(region) if kind.endswith("_flip") else region
     base = base if base is not None else resize_image(img, pp)
     return base if kind == "orig" else F.horizontal_flip(base)
 
@@ -86,7 +89,7 @@ def make_views(img: Image.Image, kinds: list[str], pp: Preprocessing, seed: int)
     try:
         out = []
         for kind in kinds:
-            if kind in ("orig", "flip") or kind in REGION_KINDS:
+            if kind in FIXED_KINDS:
                 v = _fixed_view(img, kind, pp, base)
             elif kind == "crop":
                 v = crop(img)
@@ -115,7 +118,7 @@ def make_view(img: Image.Image, kinds: list[str], index: int, pp: Preprocessing,
                 for t in crop.transforms:  # the parameters of a crop and its jitter depend on the image size only
                     t.make_params([img])
         kind = kinds[index]
-        if kind in ("orig", "flip") or kind in REGION_KINDS:
+        if kind in FIXED_KINDS:
             v = _fixed_view(img, kind, pp)
         elif kind in ("crop", "crop_flip"):
             v = crop(img) if kind == "crop" else F.horizontal_flip(crop(img))

@@ -1,7 +1,9 @@
 """Export a checkpoint to ONNX (verified against PyTorch) or TorchScript, with its metadata.
 
 The ONNX file outputs probabilities (sigmoid applied) for a dynamic batch of
-preprocessed images and carries the checkpoint's metadata (classes,
+preprocessed images, (batch, 3, size, size), or for a bag model (metadata ``bag``)
+of preprocessed bags, (batch, len(bag), 3, size, size): the views named in ``bag``,
+in that order, pooled in the graph. It carries the checkpoint's metadata (classes,
 thresholds, preprocessing, backbone, metrics) as the ``scenetag`` metadata
 property, plus a JSON sidecar, so ONNX Runtime can run it without a torch model.
 """
@@ -28,7 +30,8 @@ def _sample_batch(meta: dict[str, Any], n: int = 4):
 
     size = int(meta["preprocessing"]["size"])
     g = torch.Generator().manual_seed(0)
-    return torch.rand(n, 3, size, size, generator=g) * 2 - 1  # in the normalised input range
+    bag = (len(meta["bag"]),) if meta.get("bag") else ()
+    return torch.rand(n, *bag, 3, size, size, generator=g) * 2 - 1  # in the normalised input range
 
 
 def _probability_model(checkpoint: Path | str, out: Path):

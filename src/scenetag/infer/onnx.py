@@ -15,7 +15,7 @@ from ..model_meta import meta_tta, validate_meta
 META_KEY = "scenetag"
 INPUT, OUTPUT = "images", "probabilities"
 # What travels with an exported model (in the file and in its JSON sidecar).
-PORTABLE_KEYS = ("classes", "thresholds", "temperatures", "preprocessing", "backbone", "head", "members", "fallback", "metrics", "refit", "format_version", "scenetag_version")
+PORTABLE_KEYS = ("classes", "thresholds", "temperatures", "preprocessing", "backbone", "head", "head_options", "bag", "bag_pool", "members", "fallback", "metrics", "refit", "format_version", "scenetag_version")
 
 
 def portable_meta(meta: dict[str, Any]) -> dict[str, Any]:
@@ -64,6 +64,11 @@ def check_input_size(sess, meta: dict[str, Any], path: Path) -> None:
     """The graph's fixed input size (if it has one) must be the one its metadata preprocesses to."""
     shape = sess.get_inputs()[0].shape
     size = meta["preprocessing"]["size"]
-    fixed = [d for d in shape[2:] if isinstance(d, int)]
+    bag = meta.get("bag") or []
+    if len(shape) != (5 if bag else 4):
+        raise CheckpointError(f"{path}: the graph takes {len(shape)}-d inputs but its metadata describes {'a bag of ' + str(len(bag)) + ' views' if bag else 'single images'}")
+    if bag and isinstance(shape[1], int) and shape[1] != len(bag):
+        raise CheckpointError(f"{path}: the graph takes bags of {shape[1]} views but its metadata names {len(bag)}")
+    fixed = [d for d in shape[-2:] if isinstance(d, int)]
     if fixed and any(d != size for d in fixed):
-        raise CheckpointError(f"{path}: the graph takes {shape[2:]} pixel inputs but its metadata says size {size}")
+        raise CheckpointError(f"{path}: the graph takes {shape[-2:]} pixel inputs but its metadata says size {size}")

@@ -43,6 +43,24 @@ def read_probabilities(path: Path | str, classes: Sequence[str]) -> np.ndarray:
         raise OutputError(f"{path}: not a predictions CSV with a probability for each of {list(classes)} ({e})") from None
 
 
+def read_label_columns(path: Path | str, classes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(true, predicted) label indicators of a predictions CSV written with true labels, shape (images, classes) each."""
+    index = {c: j for j, c in enumerate(classes)}
+
+    def indicators(names: str) -> list[bool]:
+        row = [False] * len(classes)
+        for name in names.split():
+            row[index[name]] = True
+        return row
+
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        return np.array([indicators(r["true"]) for r in rows], dtype=bool).reshape(-1, len(classes)), np.array([indicators(r["labels"]) for r in rows], dtype=bool).reshape(-1, len(classes))
+    except (OSError, KeyError) as e:
+        raise OutputError(f"{path}: not a predictions CSV with true and predicted labels among {list(classes)} ({e})") from None
+
+
 def prediction_rows(results: Sequence[Prediction], classes: Sequence[str], true_labels: Sequence[Sequence[str]] | None = None) -> list[list]:
     """Header + one row per image: ``path, [true,] labels, p_<class>..., error`` (``true`` only when known)."""
     header = ["path"] + (["true"] if true_labels is not None else []) + ["labels"] + [probability_column(c) for c in classes] + ["error"]

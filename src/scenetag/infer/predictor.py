@@ -13,9 +13,9 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..data.images import DEFAULT_MAX_PIXELS, IMAGE_EXTS, open_image, to_rgb
-from ..data.preprocessing import Preprocessing
+from ..data.preprocessing import BAG_KINDS, Preprocessing
 from ..data.transforms import eval_tensor
-from ..errors import DataError
+from ..errors import CheckpointError, DataError
 from ..metrics import apply_temperatures, apply_thresholds
 from ..model_meta import meta_tta
 from .onnx import INPUT
@@ -43,8 +43,8 @@ def expand_paths(items: Sequence[str | Path]) -> list[Path]:
 
 
 class _Decoded(torch.utils.data.Dataset):
-    def __init__(self, items: Sequence[str | Path | Image.Image], pp: Preprocessing, max_pixels: int | None):
-        self.items, self.pp, self.max_pixels = items, pp, max_pixels
+    def __init__(self, items: Sequence[str | Path | Image.Image], pp: Preprocessing, max_pixels: int | None, bag: Sequence[str] = ()):
+        self.items, self.pp, self.max_pixels, self.bag = items, pp, max_pixels, bag
 
     def __len__(self) -> int:
         return len(self.items)
@@ -55,7 +55,7 @@ class _Decoded(torch.utils.data.Dataset):
             item = item[1]
         try:
             img = to_rgb(item) if isinstance(item, Image.Image) else open_image(item, self.max_pixels)
-            return i, eval_tensor(img, self.pp), None
+            return i, eval_tensor(img, self.pp, self.bag), None
         except DataError as e:
             return i, None, str(e)
 
@@ -125,11 +125,18 @@ class Predictor:
         temps = meta.get("temperatures")
         self.temperatures = np.asarray(temps, dtype=np.float64) if temps else None
         self.pp = Preprocessing.from_dict(meta["preprocessing"])
+        self.bag: list[str] = list(meta.get("bag") or [])  # a bag model scores these views of each image together
+        unknown = [kind for kind in self.bag if kind not in BAG_KINDS]
+        if unknown:
+            raise CheckpointError(f"{self.path}: its bag names views {unknown} this version cannot make (known: {list(BAG_KINDS)})")
         self.tta = meta_tta(meta) if tta is None else tta
         self.fallback = meta.get("fallback", True) if fallback is None else fallback
 
     def probabilities(self, x: torch.Tensor) -> np.ndarray:
-        """Sigmoid outputs for a preprocessed batch (averaged with the flipped batch when TTA is on)."""
+        """Sigmoid outputs for a preprocessed batch (averaged with the flipped batch when TTA is on).
+
+        A bag model's batch is (images, views, 3, size, size); flipping every view is the mirrored bag.
+        """
         views = [x, x.flip(-1)] if self.tta else [x]
         total = np.zeros((len(x), len(self.classes)), dtype=np.float64)
         for v in views:
@@ -137,7 +144,7 @@ class Predictor:
                 total += self._session.run(None, {INPUT: v.numpy()})[0]
             else:
                 with torch.inference_mode():
-                    total += torch.sigmoid(self._model(v.contiguous(memory_format=torch.channels_last))).double().numpy()
+                    total += torch.sigmoid(self._model(v if self.bag else v.contiguous(memory_format=torch.channels_last))).double().numpy()
         return apply_temperatures(total / len(views), self.temperatures)
 
     def predict(self, images: Iterable[str | Path | Image.Image | tuple[str, Image.Image]], progress: bool = False) -> list[Prediction]:
@@ -147,7 +154,7 @@ class Predictor:
         """
         items = list(images)
         results = [Prediction(path=_item_name(it, i)) for i, it in enumerate(items)]
-        decoder = _Decoded(items, self.pp, self.max_pixels)
+        decoder = _Decoded(items, self.pp, self.max_pixels, self.bag)
         bar = tqdm(total=len(items), desc="predicting", unit="img", disable=not progress or len(items) <= 8)
         for batch in _prefetched(decoder, self.batch_size, self.num_workers):
             good = [(i, t) for i, t, e in batch if e is None]

@@ -8,7 +8,7 @@ from torch import nn
 
 from ..data.preprocessing import Preprocessing
 from ..errors import CheckpointError, ModelError
-from .net import build_model
+from .net import model_from_spec
 
 
 class EnsembleNet(nn.Module):
@@ -67,7 +67,7 @@ def ensemble_net(meta: dict[str, Any], members: list[torch.nn.Module] | None = N
     specs = meta["members"]
     n_classes = len(meta["classes"])
     if members is None:
-        members = [build_model(s["backbone"], weights="none", n_classes=n_classes, head=s["head"], dropout=s.get("dropout", 0.5), quiet=True) for s in specs]
+        members = [model_from_spec(s, n_classes) for s in specs]
     pps = [Preprocessing.from_dict(s["preprocessing"]) for s in specs]
     sizes, scales, shifts = ensemble_adapters(Preprocessing.from_dict(meta["preprocessing"]), pps)
     temps = torch.tensor([s.get("temperatures") or [1.0] * n_classes for s in specs], dtype=torch.float32)

@@ -40,7 +40,8 @@ CACHE_FORMAT = 1
 class Trunk(nn.Module):
     """pieces[:max(taps)] of a model, returning the activation entering each tap boundary.
 
-    A tap equal to ``len(pieces)`` means the pooled features after the last piece.
+    A tap equal to ``len(pieces)`` means what the head sees after the last piece: the pooled
+    features, or the feature map itself for a spatial head.
     """
 
     def __init__(self, model: nn.Module, taps: Sequence[int]):
@@ -49,7 +50,7 @@ class Trunk(nn.Module):
         self.n_pieces = len(model.pieces())
         last = max(self.taps)
         self.pieces = nn.ModuleList([m for _, m in model.pieces()[: min(last, self.n_pieces)]])
-        self.pool = model.pool_features if last == self.n_pieces else None
+        self.pool = model.head_input if last == self.n_pieces else None
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         outs = []

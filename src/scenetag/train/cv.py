@@ -14,23 +14,34 @@ from ..data.layouts import load_dataset
 from ..data.splits import Split, kfold_splits
 from ..errors import ConfigError
 from ..io import atomic_write_json
-from ..metrics import METRIC_KEYS
+from ..infer.outputs import read_label_columns
+from ..metrics import METRIC_KEYS, errors_by_kind
 from ..runs import RunDir, locked
 from .recipe import train
 
 log = logging.getLogger(__name__)
 
 
-def summarise_folds(k: int, per_fold: list[dict[str, Any]]) -> dict[str, Any]:
-    """``cv.json``: each fold's test metrics, their mean and (population) std, and the training times."""
+def summarise_folds(k: int, per_fold: list[dict[str, Any]], classes: list[str] | None = None) -> dict[str, Any]:
+    """``cv.json``: each fold's test metrics, their mean and (population) std, the training times and
+    (given the classes) the errors by kind summed over the test folds, read from their test_predictions.csv."""
     tests = [r["metrics"]["test"] for r in per_fold]
-    return {
+    summary = {
         "k": k,
         "folds": [{key: t[key] for key in METRIC_KEYS} for t in tests],
         "mean": {key: float(np.mean([t[key] for t in tests])) for key in METRIC_KEYS},
         "std": {key: float(np.std([t[key] for t in tests])) for key in METRIC_KEYS},
         "seconds": [r.get("train_seconds") for r in per_fold],
     }
+    if classes is not None:
+        summary["errors_by_kind"] = summed_errors_by_kind([RunDir(r["run_dir"]) for r in per_fold], classes)
+    return summary
+
+
+def summed_errors_by_kind(folds: list[RunDir], classes: list[str]) -> dict[str, dict[str, int]]:
+    """Missed / extra images per label over every fold's test part (each image is in one test part)."""
+    marks = [read_label_columns(fold.test_predictions, classes) for fold in folds]
+    return errors_by_kind(np.concatenate([true for true, _ in marks]), np.concatenate([pred for _, pred in marks]), classes)
 
 
 def cross_validate(cfg: Config, out: Path | str, k: int = 5, progress: bool = True) -> dict[str, Any]:
@@ -47,7 +58,7 @@ def cross_validate(cfg: Config, out: Path | str, k: int = 5, progress: bool = Tr
     with locked(out):
         for i, split in enumerate(kfold_splits(ds.labels, k, cfg.train.seed, cfg.data.val, cfg.data.test)):
             per_fold.append(_fold(cfg, out, i, k, split, progress))
-    summary = summarise_folds(k, per_fold)
+    summary = summarise_folds(k, per_fold, list(ds.classes))
     atomic_write_json(out.cv_summary, summary)
     return summary
 

@@ -78,6 +78,8 @@ def load_teacher(path: Path | str, classes: Sequence[str]) -> list[TeacherMember
     meta = validate_meta(payload["meta"], str(path))
     if meta["classes"] != list(classes):
         raise ConfigError(f"{path}: the teacher's labels {meta['classes']} are not the data's {list(classes)}")
+    if meta.get("bag"):
+        raise ConfigError(f"{path}: a bag model (model.bag) cannot teach yet: distillation needs a teacher that scores single views")
     model = from_meta(meta)
     try:
         model.load_state_dict(payload["state_dict"])

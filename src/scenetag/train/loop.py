@@ -20,6 +20,7 @@ from ..io import atomic_write_json
 from ..metrics import multilabel_metrics
 from ..report.figures import plot_lr_find
 from ..runs import RunDir
+from .bags import train_slots
 from .batches import autocast_ctx, batches_per_epoch, endless_batches, epoch_batches, mixup, to_device
 from .distributed import average_buffers, broadcast
 from .lr_find import lr_find
@@ -50,7 +51,7 @@ def find_lr(setup: TrainingSetup, phase_index: int, boundary: int, loss_fn: nn.M
     if not setup.dist.is_main:  # rank 0 sweeps on its shard; the others take its answer
         return float(broadcast(None, setup.dist))
     opt = make_optimizer(discriminative_groups(model, boundary, 1e-3, phase.lr_mult), cfg)
-    source = endless_batches(setup.train_acts, boundary, setup.layout.train_rows, setup.y_train, cfg.train.batch_size, epoch_seed(cfg.train.seed, phase_index, -1))
+    source = endless_batches(setup.train_acts, boundary, setup.layout.train_rows, setup.y_train, cfg.train.batch_size, epoch_seed(cfg.train.seed, phase_index, -1), train_slots(cfg))
     batches = ((to_device(x, setup.device), y.to(setup.device)) for x, y in source)
     torch.manual_seed(epoch_seed(cfg.train.seed, phase_index, -2))
     setup.grad_sync.active = False
@@ -98,13 +99,13 @@ def phase_optim(setup: TrainingSetup, phase_index: int, boundary: int, lr: float
 
 
 def train_one_epoch(setup: TrainingSetup, boundary: int, optim: PhaseOptim, loss_fn: nn.Module, seed: int, desc: str, progress: bool) -> float:
-    """One pass over the training images (one cached view each); returns the mean training loss."""
+    """One pass over the training images (one cached view or bag each); returns the mean training loss."""
     t, model = setup.cfg.train, setup.model
     torch.manual_seed(seed)
     rng = np.random.default_rng([seed, setup.dist.rank] if setup.dist.enabled else seed)
     model.train()
     total, n = 0.0, 0
-    batches = itertools.islice(epoch_batches(setup.train_acts, boundary, setup.layout.train_rows, setup.y_train, t.batch_size, rng), optim.steps_per_epoch)
+    batches = itertools.islice(epoch_batches(setup.train_acts, boundary, setup.layout.train_rows, setup.y_train, t.batch_size, rng, train_slots(setup.cfg)), optim.steps_per_epoch)
     for x, y in tqdm(batches, total=optim.steps_per_epoch, desc=desc, leave=False, disable=not progress or not setup.dist.is_main):
         x, y = to_device(x, setup.device), y.to(setup.device)
         if t.mixup > 0:

@@ -13,7 +13,7 @@ def discriminative_groups(model: MultiLabelNet, k: int, lr: float, lr_mult: floa
     pieces = [m for _, m in model.pieces()[k:]]
     chunks = [c for c in np.array_split(np.arange(len(pieces)), min(n_groups, len(pieces))) if len(c)] if pieces else []
     groups = [{"params": [p for i in c for p in pieces[i].parameters()]} for c in chunks]
-    groups.append({"params": list(model.head.parameters())})
+    groups.append({"params": model.head_parameters()})
     n = len(groups)
     for i, g in enumerate(groups):
         g["lr"] = lr / lr_mult ** ((n - 1 - i) / max(n - 1, 1)) if n > 1 else lr

@@ -42,12 +42,12 @@ class RecomputedActivations:
 
     @torch.no_grad()
     def frozen_forward(self, tap: int, x: torch.Tensor) -> torch.Tensor:
-        """pieces[:tap] of the model (frozen, eval mode), pooled when ``tap`` is past the last piece."""
+        """pieces[:tap] of the model (frozen, eval mode); past the last piece, what the head sees."""
         pieces = self.model.pieces()
         x = x.to(self.device).contiguous(memory_format=torch.channels_last)
         for _, piece in pieces[: min(tap, len(pieces))]:
             x = piece(x)
-        return self.model.pool_features(x) if tap == len(pieces) else x
+        return self.model.head_input(x) if tap == len(pieces) else x
 
     def get(self, tap: int, images: np.ndarray, views: np.ndarray | int) -> torch.Tensor:
         return self.frozen_forward(tap, self.pixels(images, views)).float().cpu()

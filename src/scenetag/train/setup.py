@@ -24,14 +24,15 @@ from ..data.splits import Split, split_dataset
 from ..data.preprocessing import Preprocessing
 from ..errors import ConfigError
 from ..model_meta import build_meta
+from ..models.heads import SPATIAL_HEADS
 from ..models.net import MultiLabelNet, build_model, model_preprocessing
+from .bags import eval_bags, eval_kinds, train_kinds
 from .batches import batches_per_epoch, no_batch_error, predict_cached
 from .cache import ActivationCache, StackedCaches, build_cache
 from .recompute import RecomputedActivations
 from .distributed import DistInfo, GradSync, gather_rows, init_distributed, pick_device, shard_of
 
 log = logging.getLogger(__name__)
-EVAL_VIEWS = ["orig", "flip"]  # flip TTA at evaluation
 
 
 def seed_everything(seed: int) -> None:
@@ -78,7 +79,10 @@ def model_identity(cfg: Config) -> dict[str, Any]:
         w = f"{Path(w).resolve()}:{st.st_size}:{int(st.st_mtime)}"
     if w == "none":  # a random initialisation is drawn from the run's seed
         w = f"none:seed={cfg.train.seed}"
-    return {"backbone": cfg.model.backbone, "weights": w}
+    identity = {"backbone": cfg.model.backbone, "weights": w}
+    if cfg.model.head in SPATIAL_HEADS:  # the last tap then holds the feature map, not the pooled vector
+        identity["head_input"] = "map"
+    return identity
 
 
 @dataclass(frozen=True)
@@ -137,13 +141,13 @@ class TrainingSetup:
     def predict_part(self, boundary: int, part: str) -> np.ndarray:
         """TTA probabilities for all of split.val or split.test, gathered from every rank."""
         rows, order = (self.layout.val_rows, self.layout.val_order) if part == "val" else (self.layout.test_rows, self.layout.test_order)
-        local = predict_cached(self.model, self.eval_acts, boundary, rows, device=self.device)
+        local = predict_cached(self.model, self.eval_acts, boundary, rows, device=self.device, bags=eval_bags(self.cfg))
         return gather_rows(order, local, len(getattr(self.split, part)), self.dist)
 
     def meta(self, boundary: int, thresholds: np.ndarray, metrics: dict, **extra: Any) -> dict[str, Any]:
         """What a checkpoint of this run says about itself."""
         m = self.cfg.model
-        model_cfg = {"backbone": m.backbone, "head": m.head, "dropout": m.dropout}
+        model_cfg = {"backbone": m.backbone, "head": m.head, "dropout": m.dropout, "head_options": m.head_options(), "bag": m.bag, "bag_pool": m.bag_pool}
         return build_meta(self.ds.classes, model_cfg, self.pp.to_dict(), thresholds, metrics, config=self.cfg.to_dict(), boundary=int(boundary), **extra)
 
 
@@ -151,10 +155,6 @@ def check_trainable(n_train: int, batch_size: int) -> None:
     """Refuse, before any caching, a run that could not take one training step (BatchNorm needs 2 images a batch)."""
     if not batches_per_epoch(n_train, batch_size):
         raise no_batch_error(n_train, batch_size)
-
-
-def eval_views(cfg: Config) -> list[str]:
-    return EVAL_VIEWS if cfg.train.tta else ["orig"]
 
 
 def _build_caches(cfg: Config, model: MultiLabelNet, pp: Preprocessing, ds: MultiLabelDataset, layout: CacheLayout, cache_dir: Path | None, device: str, progress: bool, train_parts: Sequence[np.ndarray] = ()) -> tuple[ActivationCache | StackedCaches, ActivationCache]:
@@ -169,15 +169,15 @@ def _build_caches(cfg: Config, model: MultiLabelNet, pp: Preprocessing, ds: Mult
         taps=taps, pp=pp, seed=t.seed, batch_size=t.batch_size, engine=t.engine, device=device, dtype=t.cache_dtype,
         in_memory_gb=t.cache_in_memory_gb, max_pixels=cfg.data.max_pixels, progress=progress, cache_dir=cache_dir,
     )  # fmt: skip
-    log.info("caching %d training images x %d views at pieces %s", len(layout.train_ids), len(t.views), taps)
+    log.info("caching %d training images x %d views at pieces %s", len(layout.train_ids), len(train_kinds(cfg)), taps)
     parts = [np.asarray(part) for part in train_parts if len(part)] or [layout.train_ids]
     if not np.array_equal(np.concatenate(parts), layout.train_ids):
         raise ValueError("the cache parts must be the training images, in order")
-    built = [build_cache(model, model_identity(cfg), ds.subset(part), t.views, ids=part, **common) for part in parts]
+    built = [build_cache(model, model_identity(cfg), ds.subset(part), train_kinds(cfg), ids=part, **common) for part in parts]
     train_acts = built[0] if len(built) == 1 else StackedCaches(built)
     if not len(layout.held_ids):  # a refit holds nothing out
-        return train_acts, ActivationCache({}, eval_views(cfg), "none")
-    eval_acts = build_cache(model, model_identity(cfg), ds.subset(layout.held_ids), eval_views(cfg), ids=layout.held_ids, **common)
+        return train_acts, ActivationCache({}, eval_kinds(cfg), "none")
+    eval_acts = build_cache(model, model_identity(cfg), ds.subset(layout.held_ids), eval_kinds(cfg), ids=layout.held_ids, **common)
     return train_acts, eval_acts
 
 
@@ -200,9 +200,11 @@ def prepare(cfg: Config, cache_dir: Path | None, progress: bool = True, ds: Mult
         raise ConfigError("cross-validation (--cv) is not supported under torchrun; run the folds as separate jobs")
     if info.enabled and cfg.train.teacher:
         raise ConfigError("distillation (train.teacher) runs in one process, not under torchrun")
+    if cfg.train.teacher and cfg.model.bag:
+        raise ConfigError("distillation (train.teacher) into a bag model (model.bag) is not supported: the teacher scores single views")
     ds = ds or load_dataset(cfg.data.path, cfg.data.labels, cfg.data.format)
     split = split or split_dataset(ds.labels, cfg.data.val, cfg.data.test, cfg.train.seed)  # identical on every rank
-    model = build_model(cfg.model.backbone, cfg.model.weights, len(ds.classes), cfg.model.head, cfg.model.dropout)
+    model = build_model(cfg.model.backbone, cfg.model.weights, len(ds.classes), cfg.model.head, cfg.model.dropout, head_options=cfg.model.head_options(), bag_pool=cfg.model.bag_pool if cfg.model.bag else "")
     model.freeze_bn = cfg.train.freeze_bn
     pp = model_preprocessing(model, cfg.model.image_size)
     layout = cache_layout(len(ds), split, info, cache_all_images)
@@ -213,8 +215,8 @@ def prepare(cfg: Config, cache_dir: Path | None, progress: bool = True, ds: Mult
         train_acts, eval_acts = _build_caches(cfg, model, pp, ds, layout, cache_dir if info.is_main else None, device, progress and info.is_main, parts)  # other ranks keep their shard in memory
     else:  # the fair baseline: same boundaries and views, frozen part recomputed every batch
         rec = dict(pp=pp, seed=cfg.train.seed, max_pixels=cfg.data.max_pixels, device=device)
-        train_acts = RecomputedActivations(model, ds.subset(layout.train_ids).paths, layout.train_ids, cfg.train.views, **rec)
-        eval_acts = RecomputedActivations(model, ds.subset(layout.held_ids).paths, layout.held_ids, eval_views(cfg), **rec)
+        train_acts = RecomputedActivations(model, ds.subset(layout.train_ids).paths, layout.train_ids, train_kinds(cfg), **rec)
+        eval_acts = RecomputedActivations(model, ds.subset(layout.held_ids).paths, layout.held_ids, eval_kinds(cfg), **rec)
     # channels_last: about 1.5x faster convolutions on this CPU, for training and evaluation alike.
     model.to(device=device, memory_format=torch.channels_last)
     return TrainingSetup(cfg, ds, split, model, pp, train_acts, eval_acts, layout, info, device, GradSync(model, info))

@@ -48,6 +48,8 @@ def _load_members(paths: Sequence[Path]) -> tuple[list, list[dict[str, Any]]]:
         model, meta = load_model(path)
         if meta.get("members"):
             raise CheckpointError(f"{path}: is itself an ensemble; list its members instead")
+        if meta.get("bag"):  # its input is a bag of views, the ensemble's one image
+            raise CheckpointError(f"{path}: a bag model (model.bag) cannot be an ensemble member yet")
         if metas and list(meta["classes"]) != list(metas[0]["classes"]):
             raise CheckpointError(f"{path}: classes {meta['classes']} differ from {paths[0]}'s {metas[0]['classes']}")
         models.append(model)
