@@ -2,6 +2,8 @@
 
     .venv/bin/python bench/predict_speed.py --model runs/default/best.pt [--data ../shared/data/miml-scene] [-n 320]
 
+A bag model (model.bag) is timed per image: each image is its whole bag of views.
+
 Prints, on the same images: model-only ONNX Runtime throughput on pre-decoded
 tensors (batch 32), and end-to-end prediction on the JPEG files (decode +
 resize + model + thresholds) for the PyTorch and the ONNX paths, without and
@@ -41,7 +43,7 @@ def main() -> None:
         export_onnx(args.model, onnx_path)
         sess, meta = load_onnx(onnx_path)
         pp = Preprocessing.from_dict(meta["preprocessing"])
-        x = torch.stack([eval_tensor(open_image(p), pp) for p in paths]).numpy()
+        x = torch.stack([eval_tensor(open_image(p), pp, meta.get("bag") or ()) for p in paths]).numpy()  # a bag model: (images, views, 3, s, s)
         bs = args.batch_size
         sess.run(None, {INPUT: x[:bs]})  # warm-up
         t = time.perf_counter()

@@ -16,7 +16,8 @@ Two steps:
      ``bench/train_speed.py --json``, ``bench/predict_speed.py --json`` and ``bench/cli_startup.py --json`` directly;
      ``refit_cv5_all.json`` by ``bench/refit_cv.py runs/cv5 --until all --json ...`` and
      ``distill_cv5_wW.json`` by ``bench/distill_cv.py runs/cv5 --weight W --out ... --json ...``;
-     ``predict_speed_ensemble.json`` / ``predict_speed_student.json`` by ``bench/predict_speed.py --model ... --json ...``.
+     ``predict_speed_ensemble.json`` / ``predict_speed_student.json`` by ``bench/predict_speed.py --model ... --json ...``;
+     ``heads_cv5.json`` by ``bench/heads_cv.py runs/cv5 runs/cv5_csra ... --json ...`` (spatial heads and bags, same folds).
 
 2. (always) rewrite the README blocks between ``<!-- figures:NAME -->`` and
    ``<!-- /figures:NAME -->`` from those files. ``--check`` only compares and
@@ -157,6 +158,13 @@ def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds >= 600 else f"{int(seconds // 60)} min {int(seconds % 60)} s"
 
 
+def _recipe_name(row: dict[str, Any]) -> str:
+    """A head / bag recipe of ``bench/heads_cv.py`` in words."""
+    if row["bag"]:
+        return f"bag of {len(row['bag'])} views (image + {len(row['bag']) - 1} corner regions), `{row['bag_pool']}` pooling, `{row['head']}` head"
+    return f"`{row['head']}` spatial head" + (" (" + ", ".join(f"{k.split('_', 1)[1]} {v:g}" for k, v in row["head_options"].items()) + ")" if row["head_options"] else "")
+
+
 def render_results(f: dict[str, dict[str, Any]]) -> str:
     head = "| run | samples-F1 | micro-F1 | macro-F1 | Hamming | subset acc. | mAP | wall time |\n|---|---|---|---|---|---|---|---|"
     rows = ["| reference (fastai ResNet50, 12% val; its published figure, not run here) | 0.8885 | | | | | | hours |"]
@@ -174,6 +182,8 @@ def render_results(f: dict[str, dict[str, Any]]) -> str:
     if "distill_cv5_w0.5" in f:
         d = f["distill_cv5_w0.5"]
         rows.append(f"| Lite0 student distilled from the ensemble (teacher weight {d['teacher_weight']}; 5-fold, `{d['command']}`) | {_cells(d['mean'], d['std'], True)} | {_minutes(sum(s or 0 for s in d['seconds']))} of training for 5 folds |")
+    for row in f.get("heads_cv5", {}).get("rows", [])[1:]:  # the first row is the default recipe (above)
+        rows.append(f"| {_recipe_name(row)} (5-fold, `{row['command']}`) | {_cells(row['mean'], row['std'])} | {_minutes(sum(row['fold_seconds']))} of training for 5 folds |")
     if "make_run" in f:
         m, sp = f["make_run"], f["make_run"]["split"]
         refit = f" + refit {m['seconds']['refit']:.0f} s" if "refit" in m["seconds"] else ""
