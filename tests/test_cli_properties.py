@@ -35,6 +35,7 @@ def _base(command: str, tmp) -> list[str]:
         "distill": [command, "--teacher", missing + ".pt", "--data", missing, "--out", str(tmp / "o")],
         "refit": [command, missing],
         "lr-find": [command, "--data", missing, "--out", str(tmp / "o")],
+        "audit": [command, "--data", missing, "--out", str(tmp / "o")],
         "evaluate": [command, "--model", missing + ".pt", "--data", missing, "--out", str(tmp / "o")],
         "predict": [command, "--model", missing + ".pt", missing + ".jpg"],
         "ensemble": [command, missing + "1.pt", missing + "2.pt", "--out", str(tmp / "e.pt")],

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .config import PRESETS
 from .data.images import DEFAULT_MAX_PIXELS
+from .data.label_issues import RANKINGS
 from .data.layouts import DEFAULT_DATA, FORMATS
 from .errors import ScenetagError, UsageError
 from .version import __version__
@@ -230,6 +231,17 @@ def cmd_refit(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    from .workflows.audit import audit
+
+    out = audit(_load_cfg(args), args.out, k=args.cv, ranking=args.ranking, from_cv=args.from_cv, progress=not args.quiet)
+    print(f"{out['suspects']} suspected label errors among {out['images']} images x {len(out['counts'])} labels ({out['ranking']} ranking, out-of-fold probabilities of {out['cv']})")
+    for label, kinds in out["counts"].items():
+        print(f"  {label:<12} missing {kinds['missing']:>4}  extra {kinds['extra']:>4}")
+    print(f"suspects, most suspicious first: {Path(out['folder']) / 'suspects.csv'}; gallery: {Path(out['folder']) / 'report.html'}")
+    return EXIT_OK
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Main job of `make run`: exploration report, train (or reuse/resume), evaluation report of the test split."""
     from .runs import RunDir
@@ -405,6 +417,14 @@ def _add_training_commands(sub) -> None:
     p.add_argument("run", help="a finished run folder (of train, or run --no-refit)")
     _common(p, quiet=True)
     p.set_defaults(func=cmd_refit)
+
+    p = sub.add_parser("audit", help="find suspected label errors: out-of-fold probabilities of a K-fold run, a score for every (image, label)")
+    _add_train_args(p)
+    p.add_argument("--out", default="runs/audit", help="audit folder: suspects.csv, scores.csv, report.html (default: %(default)s)")
+    p.add_argument("--cv", type=_bounded(int, 2, 100), default=5, metavar="K", help="folds of the cross-validation it trains (default: %(default)s)")
+    p.add_argument("--from-cv", metavar="CV_DIR", default=None, help="score a finished `train --cv K` folder instead of training one")
+    p.add_argument("--ranking", choices=RANKINGS, default="margin", help="margin: distance past the label's tuned threshold; cleanlab: its per-class label quality and confident-learning filter (default: %(default)s)")
+    p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("lr-find", help="LR finder for one phase: plot + suggested LR")
     _add_train_args(p)

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from .errors import OutputError
 
@@ -73,6 +75,18 @@ def atomic_write_text(path: Path | str, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
+
+
+def csv_text(rows: Iterable[Sequence[Any]]) -> str:
+    """Rows (the first one a header) as CSV text: the one CSV dialect of every file scenetag writes."""
+    buf = io.StringIO()
+    csv.writer(buf).writerows(rows)
+    return buf.getvalue()
+
+
+def atomic_write_csv(path: Path | str, rows: Iterable[Sequence[Any]]) -> Path:
+    """Header + rows as a CSV file, written atomically."""
+    return atomic_write_text(path, csv_text(rows))
 
 
 def atomic_write_json(path: Path | str, obj: Any) -> Path:

@@ -149,6 +149,40 @@ class RunDir:
         return self.last.is_file()
 
 
+@dataclass(frozen=True)
+class AuditDir:
+    """Paths inside an audit folder (``scenetag audit --out DIR``): the suspected label errors and their review."""
+
+    path: Path
+
+    def __init__(self, path: Path | str):
+        object.__setattr__(self, "path", Path(path))
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    @property
+    def cv(self) -> RunDir:
+        """The cross-validation whose out-of-fold probabilities the audit scores (when it trained one itself)."""
+        return RunDir(self.path / "cv")
+
+    @property
+    def suspects(self) -> Path:
+        return self.path / "suspects.csv"
+
+    @property
+    def scores(self) -> Path:
+        return self.path / "scores.csv"
+
+    @property
+    def report(self) -> Path:
+        return self.path / "report.html"
+
+    @property
+    def summary(self) -> Path:
+        return self.path / "audit.json"
+
+
 def model_file(path: Path | str, evaluated: bool = False) -> Path:
     """A model file as given, or the model a run folder ships (final.pt, else best.pt).
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import csv
-import io
 import json
 import sys
 from dataclasses import asdict, dataclass, field
@@ -12,7 +11,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import OutputError
-from ..io import atomic_write_text
+from ..io import atomic_write_text, csv_text
 
 OUTPUT_FORMATS = ("csv", "json")
 
@@ -78,9 +77,7 @@ def write_predictions(results: Sequence[Prediction], classes: Sequence[str], pat
         items = [r.to_dict() | ({"true": list(true_labels[i])} if true_labels is not None else {}) for i, r in enumerate(results)]
         text = json.dumps(items, indent=1) + "\n"
     else:
-        buf = io.StringIO()
-        csv.writer(buf).writerows(prediction_rows(results, classes, true_labels))
-        text = buf.getvalue()
+        text = csv_text(prediction_rows(results, classes, true_labels))
     if str(path) == "-":
         sys.stdout.write(text)
         sys.stdout.flush()

@@ -36,6 +36,39 @@ def figure(path: Path | str) -> Markup:
     return Markup('<img src="data:image/png;base64,{}" alt="{}">').format(data, Path(path).stem)
 
 
+@dataclass(frozen=True)
+class Card:
+    """One picture of a gallery: a JPEG thumbnail, caption lines, and the values its filters select on."""
+
+    jpeg: bytes
+    lines: Sequence[str]
+    tags: dict[str, str]
+
+
+_FILTER_SCRIPT = Markup(
+    "<script>document.querySelectorAll('.filters select').forEach(s=>s.addEventListener('change',()=>{"
+    "const want={};document.querySelectorAll('.filters select').forEach(x=>{if(x.value)want[x.dataset.filter]=x.value});"
+    "document.querySelectorAll('.card').forEach(c=>{c.hidden=Object.entries(want).some(([k,v])=>c.dataset[k]!==v)})}))</script>"
+)
+
+
+def gallery(cards: Sequence[Card], filters: Sequence[str]) -> Markup:
+    """Thumbnails with captions, and one drop-down per filter name that shows only the matching cards."""
+    selects = Markup("").join(
+        Markup('<label>{} <select data-filter="{}"><option value="">all</option>{}</select></label> ').format(
+            name, name, Markup("").join(Markup('<option value="{}">{}</option>').format(v, v) for v in sorted({c.tags[name] for c in cards}))
+        )
+        for name in filters
+    )
+    items = Markup("").join(
+        Markup('<figure class="card"{}><img src="data:image/jpeg;base64,{}" alt=""><figcaption>{}</figcaption></figure>').format(
+            Markup("").join(Markup(' data-{}="{}"').format(k, v) for k, v in c.tags.items()), base64.b64encode(c.jpeg).decode("ascii"), Markup("<br>").join(c.lines)
+        )
+        for c in cards
+    )
+    return Markup('<div class="filters">{}</div><div class="gallery">{}</div>').format(selects, items) + _FILTER_SCRIPT
+
+
 def _cell(value: object, digits: int) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
@@ -64,4 +97,4 @@ def write_page(path: Path | str, title: str, sections: Sequence[Section], subtit
     return atomic_write_text(path, render_page(title, sections, subtitle))
 
 
-__all__ = ["Section", "figure", "paragraph", "preformatted", "render_page", "table", "write_page"]
+__all__ = ["Card", "Section", "figure", "gallery", "paragraph", "preformatted", "render_page", "table", "write_page"]

@@ -3,8 +3,6 @@ the training state (for --resume), and metrics.csv. Only rank 0 writes; every wr
 """
 from __future__ import annotations
 
-import csv
-import io
 import math
 from typing import Any
 
@@ -12,7 +10,7 @@ import numpy as np
 from torch import nn
 
 from ..checkpoint import save_checkpoint
-from ..io import atomic_write_text
+from ..io import atomic_write_csv
 from ..runs import RunDir
 from .state import TrainState
 
@@ -21,12 +19,7 @@ EPOCH_FIELDS = ["phase", "epoch", "lr", "train_loss", "val_loss", "val_samples_f
 
 
 def write_metrics_csv(path, rows: list[dict]) -> None:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=EPOCH_FIELDS)
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: r.get(k, "") for k in EPOCH_FIELDS})
-    atomic_write_text(path, buf.getvalue())
+    atomic_write_csv(path, [EPOCH_FIELDS] + [[r.get(k, "") for k in EPOCH_FIELDS] for r in rows])
 
 
 def selection_score(val_metrics: dict[str, Any], select: str, epochs_done: int) -> float:

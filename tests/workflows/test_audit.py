@@ -1,0 +1,58 @@
+"""``scenetag audit``: out-of-fold scores of every (image, label) pair, suspects, report."""
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from scenetag.cli import main
+from scenetag.errors import ConfigError
+from scenetag.runs import AuditDir
+from scenetag.workflows.audit import SUSPECT_COLUMNS, audit, audit_from_cv
+
+from ..conftest import tiny_cfg
+
+
+@pytest.fixture(scope="module")
+def audited(synth_dir, tmp_path_factory):
+    cfg = tiny_cfg(synth_dir, **{"train.phases": "[{name: head, unfreeze: 0.0, epochs: 2, lr: 0.003, lr_mult: 1.0}]", "train.lr_find": "false"})
+    out = tmp_path_factory.mktemp("audit")
+    return out, audit(cfg, out, k=3, progress=False)
+
+
+def test_every_pair_is_scored_and_the_suspects_are_the_disagreements(audited, synth_dir):
+    out, summary = audited
+    folder = AuditDir(out)
+    scores = list(csv.DictReader(open(folder.scores)))
+    found = list(csv.DictReader(open(folder.suspects)))
+    assert list(scores[0]) == SUSPECT_COLUMNS and found and list(found[0]) == SUSPECT_COLUMNS
+    assert len(scores) == summary["pairs"] == 60 * 5 and len({(r["image"], r["label"]) for r in scores}) == 300
+    assert len(found) == summary["suspects"] == sum(float(r["score"]) > 0 for r in scores)
+    assert [float(r["score"]) for r in found] == sorted((float(r["score"]) for r in found), reverse=True)
+    for r in found:  # the kind follows the given label; the probability sits past the label's threshold
+        threshold = summary["thresholds"][r["label"]]
+        assert (r["kind"], r["given"]) in (("missing", "0"), ("extra", "1"))
+        past = float(r["probability"]) - threshold  # both rounded in the files
+        assert past > -1e-5 if r["kind"] == "missing" else past < 1e-5
+    counts = summary["counts"]
+    assert sum(v for kinds in counts.values() for v in kinds.values()) == len(found)
+    page = folder.report.read_text()
+    assert 'data-filter="label"' in page and 'data-filter="kind"' in page and page.count('class="card"') == min(len(found), 300)
+    assert json.loads(folder.summary.read_text())["suspects"] == len(found)
+
+
+def test_reusing_a_cross_validation_gives_the_same_audit(audited, tmp_path, capsys):
+    out, summary = audited
+    again = audit_from_cv(AuditDir(out).cv.path, AuditDir(tmp_path / "again"))
+    assert again["counts"] == summary["counts"]
+    assert (tmp_path / "again" / "suspects.csv").read_text() == AuditDir(out).suspects.read_text()
+    assert main(["audit", "--from-cv", str(AuditDir(out).cv.path), "--out", str(tmp_path / "cl"), "--ranking", "cleanlab", "-q"]) == 0
+    printed = capsys.readouterr().out
+    assert "suspected label errors among 60 images x 5 labels (cleanlab ranking" in printed and "suspects.csv" in printed
+
+
+def test_an_unfinished_cross_validation_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="not a finished cross-validation"):
+        audit_from_cv(tmp_path, AuditDir(tmp_path / "a"))
+    assert not (tmp_path / "a").exists()
