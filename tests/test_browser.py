@@ -20,24 +20,28 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def server(trained_run):
-    _, run, _ = trained_run
+def _start(args: list[str], ready_path: str):
+    """A scenetag server in a subprocess on a free loopback port: (process, its URL) once ``ready_path`` answers."""
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "scenetag", "serve", "--model", str(run / "best.pt"), "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([sys.executable, "-m", "scenetag", *args, "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.time() + 60
     while time.time() < deadline:
         try:
-            urllib.request.urlopen(url + "health", timeout=1)
-            break
+            urllib.request.urlopen(url + ready_path, timeout=1)
+            return proc, url
         except OSError:
             if proc.poll() is not None:
                 pytest.fail(f"server exited: {proc.stdout.read().decode()[-2000:]}")
             time.sleep(0.3)
-    else:
-        proc.kill()
-        pytest.fail("server did not start in 60 s")
+    proc.kill()
+    pytest.fail("server did not start in 60 s")
+
+
+@pytest.fixture
+def server(trained_run):
+    _, run, _ = trained_run
+    proc, url = _start(["serve", "--model", str(run / "best.pt")], "health")
     yield url
     proc.terminate()
     proc.wait(10)
@@ -113,5 +117,40 @@ def test_slow_upload_is_cut_off_and_server_stays_up(trained_run, tmp_path):
         assert urllib.request.urlopen(url + "health", timeout=5).status == 200
         assert proc.poll() is None
     finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_review_with_the_keyboard_writes_the_reviewed_labels(audited, tmp_path):
+    """Accept, reject, go back, skip: every decision lands in the audit folder and the accepted one in the new labels file."""
+    import json
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    out, summary = audited
+    folder = tmp_path / "audit"
+    shutil.copytree(out, folder, ignore=shutil.ignore_patterns("cv"))
+    driver = _driver(tmp_path)
+    proc, url = _start(["review", "--audit", str(folder)], "api/state")
+    try:
+        driver.get(url)
+        progress = lambda text: WebDriverWait(driver, 20).until(lambda d: d.find_element(By.ID, "progress").text.startswith(text))  # noqa: E731
+        progress(f"0 of {summary['suspects']} reviewed")
+        body = driver.find_element(By.TAG_NAME, "body")
+        body.send_keys("a")
+        progress("1 of")
+        body.send_keys("r")
+        progress("2 of")
+        body.send_keys(Keys.ARROW_LEFT)  # back to the second suspect, and skip it instead
+        WebDriverWait(driver, 10).until(lambda d: d.find_element(By.ID, "decision").text == "reject")
+        body.send_keys("s")
+        WebDriverWait(driver, 10).until(lambda d: json.loads((folder / "decisions.json").read_text())["decisions"].get("1", {}).get("decision") == "skip")
+        saved = json.loads((folder / "decisions.json").read_text())["decisions"]
+        assert [saved[i]["decision"] for i in sorted(saved)] == ["accept", "skip"]
+        assert (folder / "labels.reviewed.csv").is_file()
+    finally:
+        driver.quit()
         proc.terminate()
         proc.wait(10)

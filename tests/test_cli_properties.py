@@ -36,6 +36,7 @@ def _base(command: str, tmp) -> list[str]:
         "refit": [command, missing],
         "lr-find": [command, "--data", missing, "--out", str(tmp / "o")],
         "audit": [command, "--data", missing, "--out", str(tmp / "o")],
+        "review": [command, "--audit", missing],
         "evaluate": [command, "--model", missing + ".pt", "--data", missing, "--out", str(tmp / "o")],
         "predict": [command, "--model", missing + ".pt", missing + ".jpg"],
         "ensemble": [command, missing + "1.pt", missing + "2.pt", "--out", str(tmp / "e.pt")],

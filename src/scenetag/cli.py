@@ -350,6 +350,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_review(args: argparse.Namespace) -> int:
+    from .workflows.review import review_server
+
+    def ready(url: str) -> None:
+        print(f"reviewing {args.audit} on {url}{'?token=...' if args.token else ''}; decisions are saved as you go; Ctrl-C stops", flush=True)
+
+    review_server(args.audit, args.host, args.port, args.token, on_ready=ready)
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- parsers
 
 
@@ -487,6 +497,14 @@ def _add_deploy_commands(sub) -> None:
     p.add_argument("--max-connections", type=_bounded(int, 1, 10_000), default=64, help="concurrent connections; more get 503 at once (default: %(default)s)")
     _common(p, quiet=False)
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("review", help="review an audit's suspected label errors in the browser; writes labels.reviewed.csv (the original labels are never changed)")
+    p.add_argument("--audit", required=True, help="an audit folder (scenetag audit --out DIR)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default: %(default)s, loopback only; any other needs --token)")
+    p.add_argument("--port", type=_bounded(int, 0, 65535), default=8001, help="TCP port, 0 for any free one (default: %(default)s)")
+    p.add_argument("--token", default=os.environ.get("SCENETAG_TOKEN"), help="secret every request must carry (header X-Token or ?token=); required off loopback (default: $SCENETAG_TOKEN)")
+    _common(p, quiet=False)
+    p.set_defaults(func=cmd_review)
 
 
 def build_parser() -> argparse.ArgumentParser:

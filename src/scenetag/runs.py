@@ -182,6 +182,16 @@ class AuditDir:
     def summary(self) -> Path:
         return self.path / "audit.json"
 
+    @property
+    def decisions(self) -> Path:
+        """What ``scenetag review`` decided for each suspect, saved after every decision."""
+        return self.path / "decisions.json"
+
+    @property
+    def reviewed_labels(self) -> Path:
+        """The labels with every accepted suggestion applied (the original labels file is never changed)."""
+        return self.path / "labels.reviewed.csv"
+
 
 def model_file(path: Path | str, evaluated: bool = False) -> Path:
     """A model file as given, or the model a run folder ships (final.pt, else best.pt).

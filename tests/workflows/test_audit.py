@@ -9,16 +9,7 @@ import pytest
 from scenetag.cli import main
 from scenetag.errors import ConfigError
 from scenetag.runs import AuditDir
-from scenetag.workflows.audit import SUSPECT_COLUMNS, audit, audit_from_cv
-
-from ..conftest import tiny_cfg
-
-
-@pytest.fixture(scope="module")
-def audited(synth_dir, tmp_path_factory):
-    cfg = tiny_cfg(synth_dir, **{"train.phases": "[{name: head, unfreeze: 0.0, epochs: 2, lr: 0.003, lr_mult: 1.0}]", "train.lr_find": "false"})
-    out = tmp_path_factory.mktemp("audit")
-    return out, audit(cfg, out, k=3, progress=False)
+from scenetag.workflows.audit import SUSPECT_COLUMNS, audit_from_cv
 
 
 def test_every_pair_is_scored_and_the_suspects_are_the_disagreements(audited, synth_dir):

@@ -68,7 +68,7 @@ def audit_from_cv(cv_dir: Path | str, folder: AuditDir, ranking: str = "margin")
     atomic_write_csv(folder.scores, [SUSPECT_COLUMNS] + [_row(s) for s in suspects(paths, ds.classes, given, probs, scores, np.ones_like(suspected))])
     atomic_write_csv(folder.suspects, [SUSPECT_COLUMNS] + [_row(s) for s in found])
     counts = count_by_label_and_kind(found, ds.classes)
-    summary = {"cv": str(cv.path), "k": k, "ranking": ranking, "images": len(ds), "pairs": int(given.size), "suspects": len(found),
+    summary = {"cv": str(cv.path.resolve()), "k": k, "ranking": ranking, "images": len(ds), "pairs": int(given.size), "suspects": len(found),
                "counts": counts, "thresholds": dict(zip(ds.classes, thresholds.tolist()))}  # fmt: skip
     write_report(folder.report, found, counts, summary)
     atomic_write_json(folder.summary, summary)
