@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -57,10 +58,11 @@ def test_run_command_explores_trains_evaluates_then_reuses(synth_dir, tmp_path, 
     out = capsys.readouterr().out
     assert "60 images, 5 classes" in out and "samples_f1" in out and "held-out estimate" in out
     assert f"refit on all 60 labelled images" in out and "final.pt is the model to ship" in out
+    evaluated_kinds = json.loads((tmp_path / "r" / "evaluation" / "metrics.json").read_text())["errors_by_kind"]
+    disputed = sum(k["missed"] + k["extra"] for k in evaluated_kinds.values())
+    assert f"the model disputes {disputed} (image, label) pairs" in out and f"scenetag audit --data {synth_dir}" in out and "scenetag review --audit" in out
     for f in ["explore/report.html", "best.pt", "evaluation/report.html", "evaluation/metrics.json", "run.json", "final.pt", "refit/best.pt"]:
         assert (tmp_path / "r" / f).is_file(), f
-    import json
-
     first = json.loads((tmp_path / "r" / "run.json").read_text())
     evaluated = json.loads((tmp_path / "r" / "evaluation" / "metrics.json").read_text())
     assert not first["reused"] and first["seconds"]["total"] >= first["seconds"]["train"] > 0

@@ -262,7 +262,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         _print_refit(out["refit"])
     shipped = "final.pt, best.pt" if out["refit"] else "best.pt"
     print(f"run folder: {args.out} ({shipped}, metrics.csv, curves.png, run.json)")
+    if evaluation and evaluation.get("errors_by_kind"):
+        _print_audit_hint(evaluation, args.data or "DIR")
     return EXIT_OK
+
+
+def _print_audit_hint(evaluation: dict, data: str) -> None:
+    """How many test labels the model disputes, and the commands that find and fix label errors among them."""
+    disputed = sum(kinds["missed"] + kinds["extra"] for kinds in evaluation["errors_by_kind"].values())
+    print(
+        f"labels: the model disputes {disputed} (image, label) pairs of the {evaluation['n_images']} test images; some may be label errors. "
+        f"Find suspects on every image: scenetag audit --data {data} --out runs/audit, "
+        "then fix them: scenetag review --audit runs/audit"
+    )
 
 
 def cmd_lr_find(args: argparse.Namespace) -> int:
