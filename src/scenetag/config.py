@@ -123,6 +123,10 @@ class TrainConfig(_Section):
     pos_weight: bool = False
     label_smoothing: Float = Field(0.0, ge=0, lt=0.5)
     mixup: Float = Field(0.4, ge=0)  # Beta(alpha, alpha) mixup of cached activations; 0 = off
+    # Incomplete labels (bce loss): share of the model's own probability in the targets (soft bootstrapping),
+    # and a probability above which a label not given is left out of the loss (0: off). See train/losses.py.
+    bootstrap: Float = Field(0.0, ge=0, lt=1)
+    ignore_negatives_above: Float = Field(0.0, ge=0, lt=1)
     asl_gamma_neg: Float = 4.0
     asl_gamma_pos: Float = 0.0
     asl_clip: Float = 0.05

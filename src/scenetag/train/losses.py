@@ -1,4 +1,4 @@
-"""Losses for multi-label training: BCE (optionally smoothed / class-weighted) and ASL."""
+"""Losses for multi-label training: BCE (optionally smoothed / class-weighted / tolerant of label noise) and ASL."""
 from __future__ import annotations
 
 import numpy as np
@@ -25,17 +25,31 @@ class AsymmetricLoss(nn.Module):
 
 
 class SmoothedBCE(nn.Module):
-    """``BCEWithLogitsLoss`` with optional label smoothing and ``pos_weight``."""
+    """BCE with logits, with optional label smoothing and ``pos_weight``, and two ways to live with incomplete labels:
 
-    def __init__(self, smoothing: float = 0.0, pos_weight: torch.Tensor | None = None):
+    * ``bootstrap`` (soft bootstrapping, Reed et al. 2015): the target is ``(1 - b) * label + b * p``,
+      ``p`` the model's own (detached) probability, so a confident model is not pushed hard
+      against a label it disputes;
+    * ``ignore_negatives_above`` (a partial-label loss): a label not given (target 0) on which the
+      model is above this probability is left out of the loss; a missing tag is not a true "no".
+    """
+
+    def __init__(self, smoothing: float = 0.0, pos_weight: torch.Tensor | None = None, bootstrap: float = 0.0, ignore_negatives_above: float = 0.0):
         super().__init__()
-        self.smoothing = smoothing
-        self.bce = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+        self.smoothing, self.bootstrap, self.ignore_negatives_above = smoothing, bootstrap, ignore_negatives_above
+        self.register_buffer("pos_weight", pos_weight)
 
     def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        p = torch.sigmoid(logits).detach()
+        keep = ~((y <= 1e-6) & (p > self.ignore_negatives_above)) if self.ignore_negatives_above else None
         if self.smoothing:
             y = y * (1 - self.smoothing) + self.smoothing / 2
-        return self.bce(logits, y)
+        if self.bootstrap:
+            y = (1 - self.bootstrap) * y + self.bootstrap * p
+        loss = nn.functional.binary_cross_entropy_with_logits(logits, y, pos_weight=self.pos_weight, reduction="none")
+        if keep is None:
+            return loss.mean()
+        return (loss * keep).sum() / keep.sum().clamp(min=1)
 
 
 def make_loss(cfg: Config, labels: np.ndarray) -> nn.Module:
@@ -47,5 +61,5 @@ def make_loss(cfg: Config, labels: np.ndarray) -> nn.Module:
     if t.pos_weight:
         pos = labels.sum(0).clip(min=1)
         pos_weight = torch.tensor((len(labels) - pos) / pos, dtype=torch.float32)
-    return SmoothedBCE(t.label_smoothing, pos_weight)
+    return SmoothedBCE(t.label_smoothing, pos_weight, t.bootstrap, t.ignore_negatives_above)
 
