@@ -82,6 +82,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--clean", default="runs/cv5", help="the clean-label K-fold run of the same recipe and seed (the F1 the noise costs is measured against it)")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE[,KEY=VALUE]", help="also train on the noisy labels with these overrides, e.g. boot:train.bootstrap=0.3")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config overrides of every training here (e.g. a smaller recipe for a smoke test)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     out = RunDir(args.out)
@@ -90,7 +91,7 @@ def main() -> None:
     labels_csv = out.path / "labels.noisy.csv"
     out.path.mkdir(parents=True, exist_ok=True)
     atomic_write_csv(labels_csv, [["image", *clean.classes]] + [[str(Path(p).resolve()), *row] for p, row in zip(clean.paths, noisy.tolist())])
-    base = [f"data.path={Path(args.data).resolve()}", f"data.labels={labels_csv.resolve()}", "data.format=csv", f"train.cache_dir={out.cache.resolve()}"]
+    base = [f"data.path={Path(args.data).resolve()}", f"data.labels={labels_csv.resolve()}", "data.format=csv", f"train.cache_dir={out.cache.resolve()}", *args.set]
     cv = RunDir(out.path / "noisy")
     _, on_original = train_folds(load_config(None, base), cv, clean, args.k)
     given, probs = out_of_fold(cv, args.k, noisy, clean.classes)
