@@ -138,6 +138,9 @@ def test_review_with_the_keyboard_writes_the_reviewed_labels(audited, tmp_path):
         driver.get(url)
         progress = lambda text: WebDriverWait(driver, 20).until(lambda d: d.find_element(By.ID, "progress").text.startswith(text))  # noqa: E731
         progress(f"0 of {summary['suspects']} reviewed")
+        WebDriverWait(driver, 10).until(lambda d: d.execute_script("return document.getElementById('photo').naturalWidth") > 0)
+        if os.environ.get("SCENETAG_REVIEW_SCREENSHOT"):  # the README's picture of the page
+            driver.save_screenshot(os.environ["SCENETAG_REVIEW_SCREENSHOT"])
         body = driver.find_element(By.TAG_NAME, "body")
         body.send_keys("a")
         progress("1 of")
