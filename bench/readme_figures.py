@@ -17,7 +17,8 @@ Two steps:
      ``refit_cv5_all.json`` by ``bench/refit_cv.py runs/cv5 --until all --json ...`` and
      ``distill_cv5_wW.json`` by ``bench/distill_cv.py runs/cv5 --weight W --out ... --json ...``;
      ``predict_speed_ensemble.json`` / ``predict_speed_student.json`` by ``bench/predict_speed.py --model ... --json ...``;
-     ``heads_cv5.json`` by ``bench/heads_cv.py runs/cv5 runs/cv5_csra ... --json ...`` (spatial heads and bags, same folds).
+     ``heads_cv5.json`` by ``bench/heads_cv.py runs/cv5 runs/cv5_csra ... --json ...`` (spatial heads and bags, same folds),
+     ``predict_speed_bag.json`` by ``bench/predict_speed.py --model runs/cv5_bag_lse/fold1/best.pt ...``.
 
 2. (always) rewrite the README blocks between ``<!-- figures:NAME -->`` and
    ``<!-- /figures:NAME -->`` from those files. ``--check`` only compares and
@@ -213,7 +214,7 @@ def render_speed(f: dict[str, dict[str, Any]]) -> str:
         rows.append(f"| prediction, model only (ONNX Runtime, batch {p['batch']}, pre-decoded; `{p['command']}`) | {p['model_only_onnx']} img/s |")
         rows.append(f"| prediction end to end on JPEGs, ONNX Runtime, TTA off / on | {e2e[('ONNX Runtime', False)]} / {e2e[('ONNX Runtime', True)]} img/s |")
         rows.append(f"| prediction end to end on JPEGs, PyTorch channels_last, TTA off / on | {e2e[('PyTorch (channels_last)', False)]} / {e2e[('PyTorch (channels_last)', True)]} img/s |")
-    for name, what in (("predict_speed_ensemble", "the Lite0 + Lite2 ensemble (teacher)"), ("predict_speed_student", "its distilled Lite0 student")):
+    for name, what in (("predict_speed_ensemble", "the Lite0 + Lite2 ensemble (teacher)"), ("predict_speed_student", "its distilled Lite0 student"), ("predict_speed_bag", "a bag model (Lite0, image + 4 regions per image)")):
         if name in f:
             p = f[name]
             e2e = {(r["engine"], r["tta"]): r["img_per_s"] for r in p["end_to_end"]}

@@ -46,9 +46,9 @@ class SmoothedBCE(nn.Module):
             y = y * (1 - self.smoothing) + self.smoothing / 2
         if self.bootstrap:
             y = (1 - self.bootstrap) * y + self.bootstrap * p
+        if keep is None:  # the plain BCE, reduced in the same kernel as before these options (same numbers)
+            return nn.functional.binary_cross_entropy_with_logits(logits, y, pos_weight=self.pos_weight)
         loss = nn.functional.binary_cross_entropy_with_logits(logits, y, pos_weight=self.pos_weight, reduction="none")
-        if keep is None:
-            return loss.mean()
         return (loss * keep).sum() / keep.sum().clamp(min=1)
 
 
