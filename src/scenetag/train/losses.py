@@ -40,7 +40,7 @@ class SmoothedBCE(nn.Module):
         self.register_buffer("pos_weight", pos_weight)
 
     def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        p = torch.sigmoid(logits).detach()
+        p = torch.sigmoid(logits).detach() if self.bootstrap or self.ignore_negatives_above else None  # the model's own view, no gradient
         keep = ~((y <= 1e-6) & (p > self.ignore_negatives_above)) if self.ignore_negatives_above else None
         if self.smoothing:
             y = y * (1 - self.smoothing) + self.smoothing / 2
