@@ -7,7 +7,10 @@ labels (folds cut from the clean labels, so ``runs/cv5`` is the clean baseline);
 for each ranking of the audit (on the out-of-fold probabilities, thresholds tuned on
 them): precision among the top N pairs (N = pairs planted), recall among the top 2N,
 the AUROC of the score for "this pair was planted", and how many suspects it flags.
-Also: each fold's test part scored on its *original* labels (samples-F1 lost to the noise).
+Also: each fold's test part scored on its *original* labels (samples-F1 lost to the noise),
+for the default recipe on the noisy labels, for each ``--variant`` (a robust-loss
+option), and for the recipe trained on the audit-corrected labels (the noisy labels
+with every suspect of the default margin cut-off flipped, as ``labels.suggested.csv``).
 
     python bench/label_noise.py --out runs/label_noise [--k 5] [--missing 0.10] [--extra 0.03] [--clean runs/cv5]
         [--variant boot:train.bootstrap=0.3] [--variant ignore:train.ignore_negatives_above=0.7] [--json docs/figures/label_noise.json]
@@ -23,11 +26,12 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from scenetag.config import load_config
-from scenetag.data.label_issues import RANKINGS, pair_scores
+from scenetag.data.label_issues import DEFAULT_MIN_SCORE, RANKINGS, corrected, pair_scores
+from scenetag.data.layouts import write_labels_csv
 from scenetag.data.layouts import load_dataset
 from scenetag.data.splits import kfold_splits
 from scenetag.infer.outputs import read_probabilities
-from scenetag.io import atomic_write_csv, atomic_write_json
+from scenetag.io import atomic_write_json
 from scenetag.metrics import METRIC_KEYS, multilabel_metrics, tune_thresholds
 from scenetag.runs import RunDir
 from scenetag.train.cv import summarise_folds
@@ -52,6 +56,19 @@ def ranking_quality(scores: np.ndarray, suspected: np.ndarray, planted: np.ndarr
     flat = planted.ravel()
     return {"precision_at_n": float(flat[order[:n]].mean()), "recall_at_2n": float(flat[order[: 2 * n]].sum() / n),
             "auroc": float(roc_auc_score(flat, scores.ravel())), "suspects": int(suspected.sum()), "planted_among_suspects": int((suspected & planted).sum())}  # fmt: skip
+
+
+CUTOFFS = (0.0, 0.25, 0.5, 0.75)
+
+
+def cutoff_quality(scores: np.ndarray, planted: np.ndarray) -> list[dict]:
+    """Margin suspects at each cut-off: how many, the share of them planted, the share of the planted among them."""
+    rows = []
+    for cut in CUTOFFS:
+        flagged = scores > max(cut, 0.0)
+        hits = int((flagged & planted).sum())
+        rows.append({"min_score": cut, "suspects": int(flagged.sum()), "planted_among": hits, "precision": hits / max(int(flagged.sum()), 1), "recall": hits / int(planted.sum())})
+    return rows
 
 
 def train_folds(cfg, out: RunDir, clean, k: int) -> tuple[list[dict], list[dict]]:
@@ -88,9 +105,8 @@ def main() -> None:
     out = RunDir(args.out)
     clean = load_dataset(args.data)
     noisy, planted = corrupt(clean.labels, args.missing, args.extra, args.seed)
-    labels_csv = out.path / "labels.noisy.csv"
     out.path.mkdir(parents=True, exist_ok=True)
-    atomic_write_csv(labels_csv, [["image", *clean.classes]] + [[str(Path(p).resolve()), *row] for p, row in zip(clean.paths, noisy.tolist())])
+    labels_csv = write_labels_csv(out.path / "labels.noisy.csv", clean.paths, clean.classes, noisy)
     base = [f"data.path={Path(args.data).resolve()}", f"data.labels={labels_csv.resolve()}", "data.format=csv", f"train.cache_dir={out.cache.resolve()}", *args.set]
     cv = RunDir(out.path / "noisy")
     _, on_original = train_folds(load_config(None, base), cv, clean, args.k)
@@ -98,20 +114,31 @@ def main() -> None:
     order = np.concatenate([np.asarray(json.loads(cv.fold(i).split.read_text())["test"]) for i in range(args.k)])
     thresholds = tune_thresholds(given, probs, load_config(None, base).train.threshold_mode)
     rankings = {name: ranking_quality(*pair_scores(given, probs, thresholds, name), planted[order]) for name in RANKINGS}
+    margin, suspected = pair_scores(given, probs, thresholds, "margin", DEFAULT_MIN_SCORE)
     clean_f1 = json.loads(RunDir(args.clean).cv_summary.read_text())["mean"]["samples_f1"] if RunDir(args.clean).cv_summary.is_file() else None
     training = {"noisy labels (default recipe)": mean_std(on_original)}
     for spec in args.variant:
         name, overrides = spec.split(":", 1)
         training[name] = mean_std(train_folds(load_config(None, base + overrides.split(",")), RunDir(out.path / name), clean, args.k)[1])
+    fixed = noisy.copy()
+    fixed[order] = corrected(given, suspected)  # what `scenetag audit` writes as labels.suggested.csv
+    fixed_csv = write_labels_csv(out.path / "labels.suggested.csv", clean.paths, clean.classes, fixed)
+    name = f"audit-corrected labels (margin > {DEFAULT_MIN_SCORE:g})"
+    training[name] = mean_std(train_folds(load_config(None, base + [f"data.labels={fixed_csv.resolve()}"]), RunDir(out.path / "corrected"), clean, args.k)[1])
     summary = {
         "command": "python bench/label_noise.py " + " ".join(sys.argv[1:]),
         "planted": {"missing": int((planted & (clean.labels == 1)).sum()), "extra": int((planted & (clean.labels == 0)).sum())},
         "rankings": rankings,
+        "margin_cutoffs": cutoff_quality(margin, planted[order]),
+        "corrected_labels": {"pairs_flipped": int(suspected.sum()), "planted_fixed": int((suspected & planted[order]).sum()), "pairs_wrong_after": int((fixed != clean.labels).sum())},
         "clean_samples_f1": clean_f1,
         "training_on_noisy_labels_scored_on_original": training,
     }
     for name, q in rankings.items():
         print(f"{name:>9}: precision@N {q['precision_at_n']:.3f}  recall@2N {q['recall_at_2n']:.3f}  AUROC {q['auroc']:.3f}  suspects {q['suspects']} ({q['planted_among_suspects']} planted)")
+    for row in summary["margin_cutoffs"]:
+        print(f"margin > {row['min_score']:.2f}: {row['suspects']} suspects, {row['precision']:.3f} of them planted, {row['recall']:.3f} of the planted found")
+    print(f"audit-corrected labels: {summary['corrected_labels']}")
     noisy_f1 = training["noisy labels (default recipe)"]["mean"]["samples_f1"]
     for name, t in training.items():
         recovered = f", recovers {(t['mean']['samples_f1'] - noisy_f1) / (clean_f1 - noisy_f1):.0%} of the loss" if clean_f1 and clean_f1 > noisy_f1 and name != "noisy labels (default recipe)" else ""

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .config import PRESETS
 from .data.images import DEFAULT_MAX_PIXELS
-from .data.label_issues import RANKINGS
+from .data.label_issues import DEFAULT_MIN_SCORE, RANKINGS
 from .data.layouts import DEFAULT_DATA, FORMATS
 from .errors import ScenetagError, UsageError
 from .version import __version__
@@ -232,13 +232,16 @@ def cmd_refit(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
+    from .runs import AuditDir
     from .workflows.audit import audit
 
-    out = audit(_load_cfg(args), args.out, k=args.cv, ranking=args.ranking, from_cv=args.from_cv, progress=not args.quiet)
-    print(f"{out['suspects']} suspected label errors among {out['images']} images x {len(out['counts'])} labels ({out['ranking']} ranking, out-of-fold probabilities of {out['cv']})")
+    out = audit(_load_cfg(args), args.out, k=args.cv, ranking=args.ranking, from_cv=args.from_cv, progress=not args.quiet, min_score=args.min_score)
+    print(f"{out['suspects']} suspected label errors among {out['images']} images x {len(out['counts'])} labels ({out['ranking']} ranking, score > {out['min_score']:g}, out-of-fold probabilities of {out['cv']})")
     for label, kinds in out["counts"].items():
         print(f"  {label:<12} missing {kinds['missing']:>4}  extra {kinds['extra']:>4}")
-    print(f"suspects, most suspicious first: {Path(out['folder']) / 'suspects.csv'}; gallery: {Path(out['folder']) / 'report.html'}")
+    folder = AuditDir(out["folder"])
+    print(f"suspects, most suspicious first: {folder.suspects}; gallery: {folder.report}")
+    print(f"review them: scenetag review --audit {folder}; or train on every suggestion accepted: scenetag train --labels {folder.suggested_labels}")
     return EXIT_OK
 
 
@@ -446,6 +449,7 @@ def _add_training_commands(sub) -> None:
     p.add_argument("--cv", type=_bounded(int, 2, 100), default=5, metavar="K", help="folds of the cross-validation it trains (default: %(default)s)")
     p.add_argument("--from-cv", metavar="CV_DIR", default=None, help="score a finished `train --cv K` folder instead of training one")
     p.add_argument("--ranking", choices=RANKINGS, default="margin", help="margin: distance past the label's tuned threshold; cleanlab: its per-class label quality and confident-learning filter (default: %(default)s)")
+    p.add_argument("--min-score", type=_bounded(float, -1.0, 1.0), default=DEFAULT_MIN_SCORE, metavar="S", help="suspect only pairs scoring above S (margin: 0 = every disputed pair, 0.5 = half-way to certainty; default: %(default)s)")
     p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("lr-find", help="LR finder for one phase: plot + suggested LR")

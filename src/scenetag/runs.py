@@ -183,6 +183,11 @@ class AuditDir:
         return self.path / "audit.json"
 
     @property
+    def suggested_labels(self) -> Path:
+        """The labels with every suspect accepted unseen (the automatic correction; review is the careful one)."""
+        return self.path / "labels.suggested.csv"
+
+    @property
     def decisions(self) -> Path:
         """What ``scenetag review`` decided for each suspect, saved after every decision."""
         return self.path / "decisions.json"

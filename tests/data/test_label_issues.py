@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from scenetag.data.label_issues import RANKINGS, margin_scores, pair_scores, suspects
+from scenetag.data.label_issues import RANKINGS, corrected, margin_scores, pair_scores, suspects
 
 
 def _planted(seed: int = 0, n: int = 300, classes: int = 4):
@@ -43,3 +43,20 @@ def test_suspects_are_sorted_and_say_what_to_change():
     assert found[0].given is False and found[0].probability == pytest.approx(0.95)
     with pytest.raises(ValueError, match="unknown ranking"):
         pair_scores(given, probs, np.array([0.5, 0.5]), "magic")
+
+
+@pytest.mark.parametrize("ranking", RANKINGS)
+def test_a_higher_cut_off_keeps_the_most_suspicious_subset(ranking):
+    given, probs, _ = _planted(seed=1)
+    scores, every = pair_scores(given, probs, np.full(4, 0.5), ranking)
+    cut = float(np.median(scores[every]))
+    _, fewer = pair_scores(given, probs, np.full(4, 0.5), ranking, min_score=cut)
+    assert 0 < fewer.sum() < every.sum() and (scores[fewer] > cut).all()
+    np.testing.assert_array_equal(fewer, every & (scores > cut))
+
+
+def test_correcting_flips_exactly_the_suspected_pairs():
+    given, probs, flipped = _planted(seed=2)
+    fixed = corrected(given, flipped)
+    assert fixed.dtype == np.uint8 and ((fixed != given) == flipped).all()
+    np.testing.assert_array_equal(corrected(fixed, flipped), given)  # flipping twice gives the labels back

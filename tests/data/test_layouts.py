@@ -112,6 +112,18 @@ def test_csv_onehot_layout(tmp_path):
     assert ds.paths[2].name == "c.jpg"
 
 
+def test_a_written_labels_file_reads_back_the_same(tmp_path):
+    _make_images(tmp_path / "images", ["a.jpg", "b.jpg", "c.jpg"])
+    (tmp_path / "labels.csv").write_text("image,desert,sea\na.jpg,1,0\nb.jpg,0,1\nc.jpg,1,1\n")
+    ds = load_dataset(tmp_path)
+    from scenetag.data.layouts import write_labels_csv
+
+    out = write_labels_csv(tmp_path / "elsewhere" / "fixed.csv", ds.paths, ds.classes, np.array([[0, 0], [0, 1], [1, 0]]))
+    again = load_dataset(tmp_path, labels=out, fmt="csv")
+    assert again.paths == ds.paths and again.classes == ds.classes
+    np.testing.assert_array_equal(again.labels, [[0, 0], [0, 1], [1, 0]])
+
+
 def test_csv_filename_labels_layout(tmp_path):
     _make_images(tmp_path, ["a.png", "b.png"])
     (tmp_path / "tags.csv").write_text("filename,labels\na.png,sea sunset\nb.png,\"trees,mountains\"\n")

@@ -4,9 +4,11 @@ from __future__ import annotations
 import csv
 import json
 
+import numpy as np
 import pytest
 
 from scenetag.cli import main
+from scenetag.data.layouts import load_dataset
 from scenetag.errors import ConfigError
 from scenetag.runs import AuditDir
 from scenetag.workflows.audit import SUSPECT_COLUMNS, audit_from_cv
@@ -31,6 +33,12 @@ def test_every_pair_is_scored_and_the_suspects_are_the_disagreements(audited, sy
     page = folder.report.read_text()
     assert 'data-filter="label"' in page and 'data-filter="kind"' in page and page.count('class="card"') == min(len(found), 300)
     assert json.loads(folder.summary.read_text())["suspects"] == len(found)
+    # labels.suggested.csv: the audited labels with exactly the suspects flipped, readable by `train --labels`
+    original = load_dataset(synth_dir)
+    suggested = load_dataset(synth_dir, labels=folder.suggested_labels, fmt="csv")
+    assert suggested.paths == original.paths and suggested.classes == original.classes
+    changed = {(str(original.paths[i]), original.classes[j]) for i, j in zip(*np.nonzero(suggested.labels != original.labels))}
+    assert changed == {(r["image"], r["label"]) for r in found}
 
 
 def test_reusing_a_cross_validation_gives_the_same_audit(audited, tmp_path, capsys):
@@ -41,6 +49,10 @@ def test_reusing_a_cross_validation_gives_the_same_audit(audited, tmp_path, caps
     assert main(["audit", "--from-cv", str(AuditDir(out).cv.path), "--out", str(tmp_path / "cl"), "--ranking", "cleanlab", "-q"]) == 0
     printed = capsys.readouterr().out
     assert "suspected label errors among 60 images x 5 labels (cleanlab ranking" in printed and "suspects.csv" in printed
+    assert main(["audit", "--from-cv", str(AuditDir(out).cv.path), "--out", str(tmp_path / "cut"), "--min-score", "0.5", "-q"]) == 0
+    kept = list(csv.DictReader(open(AuditDir(tmp_path / "cut").suspects)))
+    every = list(csv.DictReader(open(AuditDir(out).suspects)))
+    assert kept == [r for r in every if float(r["score"]) > 0.5] and "labels.suggested.csv" in capsys.readouterr().out
 
 
 def test_an_unfinished_cross_validation_is_refused(tmp_path):

@@ -22,6 +22,7 @@ import numpy as np
 
 RANKINGS = ("margin", "cleanlab")
 SUSPECT_KINDS = ("missing", "extra")
+DEFAULT_MIN_SCORE = 0.0  # the audit's default cut-off on the score (margin: every disputed pair); see docs/experiments.md
 
 
 def margin_scores(given: np.ndarray, probs: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
@@ -49,14 +50,25 @@ def cleanlab_flags(given: np.ndarray, probs: np.ndarray) -> np.ndarray:
     return np.asarray(find_multilabel_issues_per_class(_label_lists(given), np.asarray(probs, dtype=np.float64)), dtype=bool)
 
 
-def pair_scores(given: np.ndarray, probs: np.ndarray, thresholds: np.ndarray, ranking: str = "margin") -> tuple[np.ndarray, np.ndarray]:
-    """(scores, suspected) for every (image, label) pair under ``ranking``; higher scores are more suspicious."""
+def pair_scores(given: np.ndarray, probs: np.ndarray, thresholds: np.ndarray, ranking: str = "margin", min_score: float = DEFAULT_MIN_SCORE) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, suspected) for every (image, label) pair under ``ranking``; higher scores are more suspicious.
+
+    A pair is suspected when the ranking's own rule flags it (margin: the thresholded model disputes
+    the label; cleanlab: its confident-learning filter) and its score is above ``min_score``.
+    """
     if ranking == "margin":
         scores = margin_scores(given, probs, thresholds)
-        return scores, scores > 0
+        return scores, (scores > 0) & (scores > min_score)
     if ranking == "cleanlab":
-        return cleanlab_scores(given, probs), cleanlab_flags(given, probs)
+        scores = cleanlab_scores(given, probs)
+        return scores, cleanlab_flags(given, probs) & (scores > min_score)
     raise ValueError(f"unknown ranking {ranking!r}; choose from {', '.join(RANKINGS)}")
+
+
+def corrected(given: np.ndarray, suspected: np.ndarray) -> np.ndarray:
+    """The labels with every suspected pair flipped (a missing label added, an extra one removed)."""
+    given = np.asarray(given).astype(np.uint8)
+    return np.where(np.asarray(suspected, dtype=bool), 1 - given, given).astype(np.uint8)
 
 
 @dataclass(frozen=True)

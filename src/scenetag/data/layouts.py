@@ -22,6 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import DataError
+from ..io import atomic_write_csv
 from .dataset import MultiLabelDataset
 from .images import IMAGE_EXTS
 
@@ -324,6 +325,12 @@ def load_csv(csv_path: Path, image_dir: Path | None = None, classes: Sequence[st
     paths = _image_paths(csv_path, names, image_dir or _find_image_dir(root), root)
     y = np.asarray(y_rows, dtype=np.uint8).reshape(len(paths), len(cls))
     return MultiLabelDataset(paths, cls, y, root, source=f"csv:{csv_path}")
+
+
+def write_labels_csv(path: Path | str, images: Sequence[Path | str], classes: Sequence[str], labels: np.ndarray) -> Path:
+    """A labels file in the CSV layout (``image`` + one 0/1 column per class, absolute image paths), written atomically."""
+    rows = [[str(Path(image).resolve()), *(int(v) for v in row)] for image, row in zip(images, np.asarray(labels).tolist())]
+    return atomic_write_csv(path, [["image", *classes]] + rows)
 
 
 def _resolve(image_dir: Path, root: Path, name: str) -> Path:

@@ -6,7 +6,9 @@ on those out-of-fold probabilities; every (image, label) pair gets a score
 (:mod:`scenetag.data.label_issues`). Writes, into the audit folder:
 ``scores.csv`` (every pair), ``suspects.csv`` (the suspected pairs, most suspicious
 first), ``report.html`` (a filterable gallery of the suspects, counts per label and
-kind) and ``audit.json`` (what was audited, how, and the counts).
+kind), ``labels.suggested.csv`` (the labels with every suspect accepted, for
+``train --labels``; ``scenetag review`` is the careful way) and ``audit.json`` (what
+was audited, how, and the counts).
 """
 from __future__ import annotations
 
@@ -21,7 +23,8 @@ import numpy as np
 from ..config import Config, load_config
 from ..data.images import open_image
 from ..data.splits import Split
-from ..data.label_issues import SUSPECT_KINDS, Suspect, pair_scores, suspects
+from ..data.label_issues import DEFAULT_MIN_SCORE, SUSPECT_KINDS, Suspect, corrected, pair_scores, suspects
+from ..data.layouts import write_labels_csv
 from ..errors import ConfigError, DataError
 from ..io import atomic_write_csv, atomic_write_json
 from ..metrics import tune_thresholds
@@ -36,13 +39,13 @@ SUSPECT_COLUMNS = ["image", "label", "kind", "score", "given", "probability"]
 GALLERY_LIMIT = 300  # thumbnails in report.html (suspects.csv lists them all)
 
 
-def audit(cfg: Config, out: Path | str, k: int = 5, ranking: str = "margin", from_cv: Path | str | None = None, progress: bool = True) -> dict[str, Any]:
+def audit(cfg: Config, out: Path | str, k: int = 5, ranking: str = "margin", from_cv: Path | str | None = None, progress: bool = True, min_score: float = DEFAULT_MIN_SCORE) -> dict[str, Any]:
     """Train (or reuse) a K-fold cross-validation and audit its out-of-fold probabilities into ``out``."""
     folder = AuditDir(out)
     if from_cv is None:
         cross_validate(cfg, folder.cv.path, k, progress)
         from_cv = folder.cv.path
-    return audit_from_cv(from_cv, folder, ranking)
+    return audit_from_cv(from_cv, folder, ranking, min_score)
 
 
 def _finished_cv(cv: RunDir) -> int:
@@ -51,7 +54,7 @@ def _finished_cv(cv: RunDir) -> int:
     return int(json.loads(cv.cv_summary.read_text())["k"])
 
 
-def audit_from_cv(cv_dir: Path | str, folder: AuditDir, ranking: str = "margin") -> dict[str, Any]:
+def audit_from_cv(cv_dir: Path | str, folder: AuditDir, ranking: str = "margin", min_score: float = DEFAULT_MIN_SCORE) -> dict[str, Any]:
     """Score every (image, label) pair of a finished cross-validation's data; write the audit files."""
     cv = RunDir(cv_dir)
     k = _finished_cv(cv)
@@ -61,14 +64,17 @@ def audit_from_cv(cv_dir: Path | str, folder: AuditDir, ranking: str = "margin")
         raise DataError(f"{cv}: its test folds do not cover every image once; audit needs a K-fold cross-validation of the whole data")
     given, probs = out_of_fold(cv, k, ds.labels, ds.classes)
     thresholds = tune_thresholds(given, probs, load_config(cv.fold(0).config).train.threshold_mode)
-    scores, suspected = pair_scores(given, probs, thresholds, ranking)
+    scores, suspected = pair_scores(given, probs, thresholds, ranking, min_score)
     paths = [str(ds.paths[i]) for i in ids]
     found = suspects(paths, ds.classes, given, probs, scores, suspected)
     folder.path.mkdir(parents=True, exist_ok=True)
     atomic_write_csv(folder.scores, [SUSPECT_COLUMNS] + [_row(s) for s in suspects(paths, ds.classes, given, probs, scores, np.ones_like(suspected))])
     atomic_write_csv(folder.suspects, [SUSPECT_COLUMNS] + [_row(s) for s in found])
+    suggested = ds.labels.copy()
+    suggested[ids] = corrected(given, suspected)  # out-of-fold order back to the data's
+    write_labels_csv(folder.suggested_labels, ds.paths, ds.classes, suggested)
     counts = count_by_label_and_kind(found, ds.classes)
-    summary = {"cv": str(cv.path.resolve()), "k": k, "ranking": ranking, "images": len(ds), "pairs": int(given.size), "suspects": len(found),
+    summary = {"cv": str(cv.path.resolve()), "k": k, "ranking": ranking, "min_score": min_score, "images": len(ds), "pairs": int(given.size), "suspects": len(found),
                "counts": counts, "thresholds": dict(zip(ds.classes, thresholds.tolist()))}  # fmt: skip
     write_report(folder.report, found, counts, summary)
     atomic_write_json(folder.summary, summary)

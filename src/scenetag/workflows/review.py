@@ -25,8 +25,9 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from ..data.dataset import MultiLabelDataset
 from ..data.images import open_image
 from ..data.label_issues import Suspect
+from ..data.layouts import write_labels_csv
 from ..errors import ConfigError, DataError, UsageError
-from ..io import atomic_write_csv, atomic_write_json
+from ..io import atomic_write_json
 from ..runs import AuditDir, RunDir
 from ..train.rundata import load_run_data
 
@@ -99,8 +100,7 @@ class Review:
 
     def _save(self) -> None:
         atomic_write_json(self.folder.decisions, {"decisions": {str(i): {"image": self.suspects[i].image, "label": self.suspects[i].label, "decision": d} for i, d in sorted(self.decisions.items())}})
-        rows = [[str(p), *row] for p, row in zip(self.dataset.paths, self.reviewed_labels().tolist())]
-        atomic_write_csv(self.folder.reviewed_labels, [["image", *self.dataset.classes]] + rows)
+        write_labels_csv(self.folder.reviewed_labels, self.dataset.paths, self.dataset.classes, self.reviewed_labels())
 
     def jpeg(self, index: int, side: int = 900) -> bytes:
         if not 0 <= index < len(self.suspects):
