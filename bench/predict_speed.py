@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 
@@ -34,7 +35,7 @@ def main() -> None:
     from scenetag.infer.onnx import INPUT, load_onnx
     from scenetag.infer.predictor import Predictor, expand_paths
     from scenetag.data.preprocessing import Preprocessing
-    from scenetag.data.transforms import eval_tensor
+    from scenetag.data.eval_views import eval_array
 
     torch.set_num_threads(2)
     paths = expand_paths([Path(args.data) / "original"])[: args.n]
@@ -43,7 +44,7 @@ def main() -> None:
         export_onnx(args.model, onnx_path)
         sess, meta = load_onnx(onnx_path)
         pp = Preprocessing.from_dict(meta["preprocessing"])
-        x = torch.stack([eval_tensor(open_image(p), pp, meta.get("bag") or ()) for p in paths]).numpy()  # a bag model: (images, views, 3, s, s)
+        x = np.stack([eval_array(open_image(p), pp, meta.get("bag") or ()) for p in paths])  # a bag model: (images, views, 3, s, s)
         bs = args.batch_size
         sess.run(None, {INPUT: x[:bs]})  # warm-up
         t = time.perf_counter()

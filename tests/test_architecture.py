@@ -13,7 +13,7 @@ PKG = Path(__file__).resolve().parents[1] / "src" / "scenetag"
 
 # Lowest first. A module may import its own layer or lower ones, never a higher one.
 LAYERS: list[set[str]] = [
-    {"version", "errors", "io", "runs", "model_meta", "metrics", "report"},  # pure helpers, no scenetag dependencies above
+    {"version", "errors", "io", "runs", "model_meta", "metrics", "report", "presets"},  # pure helpers, no scenetag dependencies above
     {"data"},
     {"config"},
     {"models"},

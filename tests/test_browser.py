@@ -60,36 +60,163 @@ def _driver(tmp_path):
     return webdriver.Chrome(service=Service(DRIVER), options=opts)
 
 
-def test_upload_in_browser_shows_labels(server, synth_dir, tmp_path):
+def _model_info(url: str, token: str | None = None) -> dict:
+    import json
+
+    req = urllib.request.Request(url + "model", headers={"Authorization": f"Bearer {token}"} if token else {})
+    return json.loads(urllib.request.urlopen(req, timeout=10).read())
+
+
+def _card_names(driver) -> list[str]:
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as EC
+
+    return [c.get_attribute("data-filename") for c in driver.find_elements(By.CSS_SELECTOR, "#results .card")]
+
+
+def test_upload_in_browser_shows_labels(server, synth_dir, tmp_path):
+    """Two files in one upload (one not an image), a second upload on top, the metrics, the downloads, a phone-width layout."""
+    import csv
+    import io
+    import json
+
+    from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
+    info = _model_info(server)
+    classes, thresholds = info["classes"], info["thresholds"]
     driver = _driver(tmp_path)
     try:
         driver.get(server)
         WebDriverWait(driver, 20).until(lambda d: "labels:" in d.find_element(By.ID, "info").text)
-        img = synth_dir / "original" / "4.jpg"
-        driver.find_element(By.ID, "file").send_keys(str(img))
-        WebDriverWait(driver, 30).until(EC.presence_of_element_located((By.CSS_SELECTOR, ".card .tag")))
-        card = driver.find_element(By.CSS_SELECTOR, ".card")
-        assert card.get_attribute("data-filename") == "4.jpg"
+        assert not driver.find_element(By.ID, "token-form").is_displayed()  # no token asked of an open server
+        # The model's held-out metrics: the test split when there is one, per-label F1 in the table.
+        split = "test" if "test" in info["metrics"] else "val"
+        m = info["metrics"][split]
+        box = driver.find_element(By.ID, "metrics-box")
+        assert box.is_displayed() and ("test set" if split == "test" else "validation set") in box.text
+        for name, key in [("samples-F1", "samples_f1"), ("micro-F1", "micro_f1"), ("mAP", "mAP"), ("Hamming loss", "hamming_loss")]:
+            assert f"{name} {m[key]:.3f}" in box.text
+        assert f"images {m['n_images']}" in box.text
+        rows = [[td.text for td in tr.find_elements(By.TAG_NAME, "td")] for tr in driver.find_elements(By.CSS_SELECTOR, "#metrics tr")[1:]]
+        assert [r[0] for r in rows] == classes
+        assert [r[3] for r in rows] == [f"{m['per_label'][c]['f1']:.3f}" for c in classes]
+        assert "threshold" in driver.find_element(By.ID, "help").text  # the one line saying what a threshold is
+
+        # One upload, two files: the good one is tagged, the bad one shows its own error; no request-wide error.
+        good = synth_dir / "original" / "4.jpg"
+        bad = tmp_path / "bad.jpg"
+        bad.write_text("not an image")
+        driver.find_element(By.ID, "file").send_keys("\n".join([str(good), str(bad)]))
+        WebDriverWait(driver, 30).until(lambda d: len(_card_names(d)) == 2)
+        assert _card_names(driver) == ["4.jpg", "bad.jpg"]  # upload order
+        assert driver.find_element(By.ID, "error").text == ""
+        card = driver.find_element(By.CSS_SELECTOR, '.card[data-filename="4.jpg"]')
+        assert "error" not in card.get_attribute("class").split()
         tags = [t.text for t in card.find_elements(By.CSS_SELECTOR, ".tag")]
-        assert tags and set(tags) <= {"desert", "mountains", "sea", "sunset", "trees"}
-        assert len(card.find_elements(By.CSS_SELECTOR, ".row")) == 5  # a probability bar per class
+        assert tags and set(tags) <= set(classes)
+        rows = card.find_elements(By.CSS_SELECTOR, ".row")
+        assert len(rows) == 5  # a probability bar per class, with its threshold mark and number
+        assert [r.find_element(By.CSS_SELECTOR, ".name").text for r in rows] == classes
+        assert [r.find_element(By.CSS_SELECTOR, ".thr-value").text for r in rows] == [f"thr {t:.3f}" for t in thresholds]
+        assert len(card.find_elements(By.CSS_SELECTOR, ".row .thr")) == 5
+        bad_card = driver.find_element(By.CSS_SELECTOR, '.card[data-filename="bad.jpg"]')
+        assert "error" in bad_card.get_attribute("class").split()
+        message = bad_card.find_element(By.CSS_SELECTOR, ".message").text
+        assert message.startswith("bad.jpg") and "image" in message  # the service's own words, e.g. "bad.jpg: not a valid image"
+        assert not bad_card.find_elements(By.CSS_SELECTOR, ".tag, .row")
+
         shot = tmp_path / "page.png"
         driver.save_screenshot(str(shot))
         assert shot.stat().st_size > 5000
         if os.environ.get("SCENETAG_SCREENSHOT"):
             shutil.copy(shot, os.environ["SCENETAG_SCREENSHOT"])
-        # A bad file gets the service's message on the page, not a crash.
-        bad = tmp_path / "bad.jpg"
-        bad.write_text("not an image")
-        driver.find_element(By.ID, "file").send_keys(str(bad))
-        WebDriverWait(driver, 20).until(lambda d: "422" in d.find_element(By.ID, "error").text)
-        assert "bad.jpg" in driver.find_element(By.ID, "error").text
+
+        # A second upload goes on top; the first one's cards stay. Its name is markup with a comma: shown as text.
+        odd = "<img src=x onerror=window.pwned=1>, <b>2.jpg"
+        shutil.copy(synth_dir / "original" / "7.jpg", tmp_path / odd)
+        driver.find_element(By.ID, "file").send_keys(str(tmp_path / odd))
+        WebDriverWait(driver, 30).until(lambda d: len(_card_names(d)) == 3)
+        assert _card_names(driver) == [odd, "4.jpg", "bad.jpg"]
+        newest = driver.find_elements(By.CSS_SELECTOR, "#results .card")[0]
+        assert odd in newest.text and not newest.find_elements(By.CSS_SELECTOR, "b, img[src='x']")
+        assert driver.execute_script("return window.pwned === undefined")
+
+        # The downloads hold every card on the page, in page order.
+        buttons = [driver.find_element(By.ID, i) for i in ("download-csv", "download-json")]
+        assert all(b.is_displayed() and b.is_enabled() for b in buttons)
+        table = list(csv.reader(io.StringIO(driver.execute_script("return window.scenetagCsv()"))))
+        assert table[0] == ["filename", "labels", *classes, "error"]
+        assert [r[0] for r in table[1:]] == [odd, "4.jpg", "bad.jpg"]
+        row = dict(zip(table[0], table[2]))
+        assert row["labels"].split(" ") == tags and row["error"] == ""
+        shown = [r.find_element(By.CSS_SELECTOR, ".pct").text for r in rows]
+        assert [f"{float(row[c]) * 100:.1f}%" for c in classes] == shown  # the numbers on the card
+        row = dict(zip(table[0], table[3]))
+        assert row["labels"] == "" and all(row[c] == "" for c in classes) and row["error"] == message
+        data = json.loads(driver.execute_script("return window.scenetagJson()"))
+        preds = data["predictions"]
+        assert [p["filename"] for p in preds] == [odd, "4.jpg", "bad.jpg"]
+        assert preds[1]["labels"] == tags and set(preds[1]["probabilities"]) == set(classes) and preds[1]["error"] is None
+        assert preds[2]["labels"] == [] and preds[2]["error"] == message
+        assert all(float(row2[c]) == preds[i]["probabilities"][c] for i, row2 in ((0, dict(zip(table[0], table[1]))), (1, dict(zip(table[0], table[2])))) for c in classes)
+
+        # A request the service refuses as a whole (here 413, too many files) is said in #error; the cards stay.
+        too_many = info["limits"]["max_files"] + 1
+        driver.find_element(By.ID, "file").send_keys("\n".join([str(good)] * too_many))
+        WebDriverWait(driver, 30).until(lambda d: "413" in d.find_element(By.ID, "error").text)
+        assert f"{too_many} files" in driver.find_element(By.ID, "error").text
+        assert _card_names(driver) == [odd, "4.jpg", "bad.jpg"]
+
+        # At phone width nothing overflows sideways and a card shows its photo above its bars.
+        driver.set_window_size(420, 900)
+        WebDriverWait(driver, 10).until(lambda d: d.execute_script("return window.innerWidth") <= 420)
+        assert driver.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
+        img_bottom, body_top = driver.execute_script("const c = document.querySelector('.card[data-filename=\"4.jpg\"]'); return [c.querySelector('img').getBoundingClientRect().bottom, c.querySelector('.row').getBoundingClientRect().top]")
+        assert img_bottom <= body_top
     finally:
         driver.quit()
+
+
+def test_upload_with_a_token_asks_for_it_once(trained_run, synth_dir, tmp_path):
+    """A server started with --token: the page asks for it, says when it is wrong, keeps it for the tab, then tags."""
+    import urllib.error
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    _, run, _ = trained_run
+    proc, url = _start(["serve", "--model", str(run / "best.pt"), "--token", "secret123"], "health")
+    driver = _driver(tmp_path)
+    try:
+        with pytest.raises(urllib.error.HTTPError) as err:
+            _model_info(url)
+        assert err.value.code == 401
+        assert _model_info(url, "secret123")["auth"] is True
+        driver.get(url)
+        WebDriverWait(driver, 20).until(lambda d: d.find_element(By.ID, "token-form").is_displayed())
+        assert "labels:" not in driver.find_element(By.ID, "info").text
+        driver.find_element(By.ID, "token").send_keys("wrong")
+        driver.find_element(By.ID, "token-ok").click()
+        WebDriverWait(driver, 20).until(lambda d: d.find_element(By.ID, "token-form").is_displayed() and "wrong" in d.find_element(By.ID, "token-msg").text.lower())
+        driver.find_element(By.ID, "token").send_keys("secret123")
+        driver.find_element(By.ID, "token-ok").click()
+        WebDriverWait(driver, 20).until(lambda d: "labels:" in d.find_element(By.ID, "info").text)
+        assert not driver.find_element(By.ID, "token-form").is_displayed()
+        assert driver.find_element(By.ID, "metrics-box").is_displayed()
+        assert driver.execute_script("return sessionStorage.getItem('scenetag-token')") == "secret123"
+        driver.find_element(By.ID, "file").send_keys(str(synth_dir / "original" / "4.jpg"))
+        WebDriverWait(driver, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".card .tag") or d.find_element(By.ID, "error").text)
+        assert driver.find_element(By.ID, "error").text == ""
+        assert _card_names(driver) == ["4.jpg"]
+        assert not driver.find_element(By.ID, "token-form").is_displayed()  # asked once: the upload used the kept token
+        # A reload in the same tab keeps the token: no question.
+        driver.refresh()
+        WebDriverWait(driver, 20).until(lambda d: "labels:" in d.find_element(By.ID, "info").text)
+        assert not driver.find_element(By.ID, "token-form").is_displayed()
+    finally:
+        driver.quit()
+        proc.terminate()
+        proc.wait(10)
 
 
 def test_slow_upload_is_cut_off_and_server_stays_up(trained_run, tmp_path):

@@ -12,11 +12,13 @@ import os
 import sys
 from pathlib import Path
 
-from .config import PRESETS
+from .presets import PRESETS
 from .data.images import DEFAULT_MAX_PIXELS
 from .data.label_issues import DEFAULT_MIN_SCORE, RANKINGS
 from .data.layouts import DEFAULT_DATA, FORMATS
-from .errors import ScenetagError, UsageError
+from .errors import ScenetagError, UsageError, missing_extra
+from .workflows.auth import TOKEN_ENV, token_from
+from .workflows.limits import ServeLimits
 from .version import __version__
 
 EXIT_OK, EXIT_ERROR, EXIT_SKIPPED, EXIT_INTERRUPTED = 0, 2, 3, 130
@@ -353,15 +355,16 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .workflows.serve import ServeLimits, serve
+    from .workflows.serve import serve
 
     model = _model_file(args.model)
 
     def ready(url: str) -> None:  # called once the model is loaded and the port is bound
         print(f"serving {model} on {url} (docs at /docs); Ctrl-C stops", flush=True)
 
-    limits = ServeLimits(args.max_upload_mb, args.max_files, max_request_pixels=int(args.max_request_mpx * 1e6), body_timeout_s=args.body_timeout, header_timeout_s=args.header_timeout, max_connections=args.max_connections)
-    serve(model, args.host, args.port, limits, on_ready=ready)
+    limits = ServeLimits(args.max_upload_mb, args.max_files, max_request_pixels=int(args.max_request_mpx * 1e6), body_timeout_s=args.body_timeout, header_timeout_s=args.header_timeout,
+                         max_connections=args.max_connections, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue)  # fmt: skip
+    serve(model, args.host, args.port, limits, on_ready=ready, token=token_from(args.token), no_auth=args.no_auth)
     return EXIT_OK
 
 
@@ -369,9 +372,9 @@ def cmd_review(args: argparse.Namespace) -> int:
     from .workflows.review import review_server
 
     def ready(url: str) -> None:
-        print(f"reviewing {args.audit} on {url}{'?token=...' if args.token else ''}; decisions are saved as you go; Ctrl-C stops", flush=True)
+        print(f"reviewing {args.audit} on {url}{'?token=...' if token_from(args.token) else ''}; decisions are saved as you go; Ctrl-C stops", flush=True)
 
-    review_server(args.audit, args.host, args.port, args.token, on_ready=ready)
+    review_server(args.audit, args.host, args.port, token_from(args.token), on_ready=ready)
     return EXIT_OK
 
 
@@ -511,6 +514,11 @@ def _add_deploy_commands(sub) -> None:
     p.add_argument("--header-timeout", type=_bounded(float, 0.1, 3600), default=10.0, help="seconds a connection may take to send its request headers (default: %(default)s)")
     p.add_argument("--max-request-mpx", type=_bounded(float, 90, 100_000), default=179.0, help="megapixels all images of one request may decode together, read from their headers first (default: %(default)s)")
     p.add_argument("--max-connections", type=_bounded(int, 1, 10_000), default=64, help="concurrent connections; more get 503 at once (default: %(default)s)")
+    p.add_argument("--max-batch", type=_bounded(int, 1, 1024), default=ServeLimits.max_batch, help="images per forward pass: concurrent requests are batched together (default: %(default)s)")
+    p.add_argument("--max-wait-ms", type=_bounded(float, 0, 10_000), default=ServeLimits.max_wait_ms, help="longest an image waits for others to join its batch, only while more are arriving (default: %(default)s)")
+    p.add_argument("--max-queue", type=_bounded(int, 1, 1_000_000), default=ServeLimits.max_queue, help="images waiting for inference; beyond it requests get 503 + Retry-After (default: %(default)s)")
+    p.add_argument("--token", default=None, help=f"secret every data request must carry (Authorization: Bearer ...); required off loopback (default: ${TOKEN_ENV})")
+    p.add_argument("--no-auth", action="store_true", help="allow a non-loopback --host without a token (anyone who reaches the port may call it)")
     _common(p, quiet=False)
     p.set_defaults(func=cmd_serve)
 
@@ -518,7 +526,7 @@ def _add_deploy_commands(sub) -> None:
     p.add_argument("--audit", required=True, help="an audit folder (scenetag audit --out DIR)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default: %(default)s, loopback only; any other needs --token)")
     p.add_argument("--port", type=_bounded(int, 0, 65535), default=8001, help="TCP port, 0 for any free one (default: %(default)s)")
-    p.add_argument("--token", default=os.environ.get("SCENETAG_TOKEN"), help="secret every request must carry (header X-Token or ?token=); required off loopback (default: $SCENETAG_TOKEN)")
+    p.add_argument("--token", default=None, help=f"secret every request must carry (Authorization: Bearer ..., or ?token= in the page's address); required off loopback (default: ${TOKEN_ENV})")
     _common(p, quiet=False)
     p.set_defaults(func=cmd_review)
 
@@ -554,7 +562,10 @@ def main(argv: list[str] | None = None) -> int:
         level = logging.WARNING  # under torchrun only rank 0 talks
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return int(args.func(args) or EXIT_OK)
+        try:
+            return int(args.func(args) or EXIT_OK)
+        except ModuleNotFoundError as e:
+            raise missing_extra(e, f"scenetag {args.command}") from None
     except ScenetagError as e:
         if args.verbose:
             import traceback

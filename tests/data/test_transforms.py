@@ -54,7 +54,7 @@ def test_one_view_alone_equals_that_view_of_all_views():
 
 def test_region_views_are_the_four_overlapping_corner_crops():
     from scenetag.data.preprocessing import REGION_KINDS
-    from scenetag.data.transforms import region_crop
+    from scenetag.data.eval_views import region_crop
 
     im = Image.new("RGB", (60, 30))
     im.paste((255, 0, 0), (0, 0, 20, 10))  # a small red thing in the top-left ninth

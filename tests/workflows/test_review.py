@@ -76,10 +76,13 @@ def test_bad_decisions_get_4xx_and_change_nothing(folder, body):
 
 def test_a_token_guards_every_request_and_is_required_off_loopback(folder):
     client = TestClient(create_review_app(folder, token="s3cret"))
-    assert client.get("/api/state").status_code == 401 and client.get("/").status_code == 401
-    assert client.get("/api/state", headers={"X-Token": "s3cret"}).status_code == 200
-    assert client.get("/api/state?token=s3cret").status_code == 200
-    with pytest.raises(UsageError, match="needs --token"):
+    assert client.get("/api/state").status_code == 401 and client.get("/api/image/0").status_code == 401
+    assert client.get("/api/state", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert client.post("/api/decision", json={}).status_code == 401
+    assert client.get("/").status_code == 200  # the page holds no data; it reads the token from its address
+    assert client.get("/api/state", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    assert client.get("/api/image/0?token=s3cret").status_code == 200  # an <img> cannot send headers
+    with pytest.raises(UsageError, match="give --token"):
         review_server(folder, host="0.0.0.0", port=0)
     with pytest.raises(ConfigError, match="not an audit folder"):
         create_review_app(folder / "nothing")

@@ -13,8 +13,8 @@ import torch
 from PIL import Image
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
-from torchvision.transforms.v2 import functional as F
 
+from .eval_views import eval_array, fixed_view, mirror, resize_image, to_array
 from .preprocessing import FIXED_KINDS, VIEW_KINDS, Preprocessing
 
 _INTERP = {
@@ -24,47 +24,14 @@ _INTERP = {
 }
 
 
-def resize_image(img: Image.Image, pp: Preprocessing) -> Image.Image:
-    """Deterministic eval geometry: the ``orig`` view before normalisation."""
-    interp = _INTERP[pp.interpolation]
-    if pp.resize == "squash":
-        return F.resize(img, [pp.size, pp.size], interpolation=interp, antialias=True)
-    short = int(round(pp.size / pp.crop_pct))
-    return F.center_crop(F.resize(img, short, interpolation=interp, antialias=True), [pp.size, pp.size])
-
-
 def to_tensor(img: Image.Image, pp: Preprocessing) -> torch.Tensor:
-    """uint8 PIL image (already size x size) -> normalised float CHW tensor."""
-    x = F.to_dtype(F.pil_to_tensor(img), torch.float32, scale=True)
-    return F.normalize(x, list(pp.mean), list(pp.std))
+    """uint8 PIL image (already size x size) -> normalised float CHW tensor (the same numbers as the torch-free path)."""
+    return torch.from_numpy(to_array(img, pp))
 
 
 def eval_tensor(img: Image.Image, pp: Preprocessing, bag: tuple[str, ...] | list[str] = ()) -> torch.Tensor:
     """The exact tensor prediction uses for one RGB image: (3, size, size), or (len(bag), 3, size, size) for a bag model."""
-    if bag:
-        return torch.stack([to_tensor(_fixed_view(img, kind, pp), pp) for kind in bag])
-    return to_tensor(resize_image(img, pp), pp)
-
-
-REGION_FRACTION = 2 / 3
-
-
-def region_crop(img: Image.Image, kind: str) -> Image.Image:
-    """The ``region_*`` view's part of the image: a 2/3-size box at one corner (before resizing)."""
-    w, h = img.size
-    cw, ch = max(1, round(w * REGION_FRACTION)), max(1, round(h * REGION_FRACTION))
-    left = 0 if kind.endswith("l") else w - cw
-    top = 0 if kind[-2] == "t" else h - ch  # region_tl: top left
-    return img.crop((left, top, left + cw, top + ch))
-
-
-def _fixed_view(img: Image.Image, kind: str, pp: Preprocessing, base: Image.Image | None = None) -> Image.Image:
-    """A view without randomness: orig, flip or a region, maybe mirrored (``base``: the resized image, when already made)."""
-    if kind.startswith("region_"):
-        region = resize_image(region_crop(img, kind.removesuffix("_flip")), pp)
-        return F.horizontal_flip(region) if kind.endswith("_flip") else region
-    base = base if base is not None else resize_image(img, pp)
-    return base if kind == "orig" else F.horizontal_flip(base)
+    return torch.from_numpy(eval_array(img, pp, bag))
 
 
 def _crop_transform(pp: Preprocessing) -> T.Compose:
@@ -90,11 +57,11 @@ def make_views(img: Image.Image, kinds: list[str], pp: Preprocessing, seed: int)
         out = []
         for kind in kinds:
             if kind in FIXED_KINDS:
-                v = _fixed_view(img, kind, pp, base)
+                v = fixed_view(img, kind, pp, base)
             elif kind == "crop":
                 v = crop(img)
             elif kind == "crop_flip":
-                v = F.horizontal_flip(crop(img))
+                v = mirror(crop(img))
             else:
                 raise ValueError(f"unknown view kind {kind!r}; choose from {VIEW_KINDS}")
             out.append(to_tensor(v, pp))
@@ -119,9 +86,9 @@ def make_view(img: Image.Image, kinds: list[str], index: int, pp: Preprocessing,
                     t.make_params([img])
         kind = kinds[index]
         if kind in FIXED_KINDS:
-            v = _fixed_view(img, kind, pp)
+            v = fixed_view(img, kind, pp)
         elif kind in ("crop", "crop_flip"):
-            v = crop(img) if kind == "crop" else F.horizontal_flip(crop(img))
+            v = crop(img) if kind == "crop" else mirror(crop(img))
         else:
             raise ValueError(f"unknown view kind {kind!r}; choose from {VIEW_KINDS}")
         return to_tensor(v, pp)

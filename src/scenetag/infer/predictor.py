@@ -1,4 +1,8 @@
-"""Prediction on new images from a checkpoint alone: ``Predictor(ckpt).predict(images)``."""
+"""Prediction on new images from a model file alone: ``Predictor(model).predict(images)``.
+
+An exported ``.onnx`` model needs numpy, Pillow and onnxruntime only (the slim install);
+a ``.pt`` checkpoint needs torch (the training extra), imported only then.
+"""
 from __future__ import annotations
 
 import glob
@@ -8,14 +12,13 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
-import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from ..data.eval_views import eval_array
 from ..data.images import DEFAULT_MAX_PIXELS, IMAGE_EXTS, open_image, to_rgb
 from ..data.preprocessing import BAG_KINDS, Preprocessing
-from ..data.transforms import eval_tensor
-from ..errors import CheckpointError, DataError
+from ..errors import CheckpointError, DataError, missing_extra
 from ..metrics import apply_temperatures, apply_thresholds
 from ..model_meta import meta_tta
 from .onnx import INPUT
@@ -42,7 +45,9 @@ def expand_paths(items: Sequence[str | Path]) -> list[Path]:
     return out
 
 
-class _Decoded(torch.utils.data.Dataset):
+class _Decoded:
+    """Item ``i`` -> (i, model input array, None) or (i, None, error message)."""
+
     def __init__(self, items: Sequence[str | Path | Image.Image], pp: Preprocessing, max_pixels: int | None, bag: Sequence[str] = ()):
         self.items, self.pp, self.max_pixels, self.bag = items, pp, max_pixels, bag
 
@@ -55,7 +60,7 @@ class _Decoded(torch.utils.data.Dataset):
             item = item[1]
         try:
             img = to_rgb(item) if isinstance(item, Image.Image) else open_image(item, self.max_pixels)
-            return i, eval_tensor(img, self.pp, self.bag), None
+            return i, eval_array(img, self.pp, self.bag), None
         except DataError as e:
             return i, None, str(e)
 
@@ -102,13 +107,16 @@ class Predictor:
             self._session, meta = load_onnx(self.path)
             self._setup(None, meta, tta, fallback)
         else:
-            from ..checkpoint import load_model
+            try:
+                from ..checkpoint import load_model
+            except ModuleNotFoundError as e:
+                raise missing_extra(e, f"{self.path}: a .pt model") from None
 
             self._session = None
             self._setup(*load_model(self.path), tta, fallback)
 
     @classmethod
-    def from_model(cls, model: torch.nn.Module, meta: dict, batch_size: int = 32, tta: bool | None = None, fallback: bool | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS, num_workers: int = 2) -> "Predictor":
+    def from_model(cls, model, meta: dict, batch_size: int = 32, tta: bool | None = None, fallback: bool | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS, num_workers: int = 2) -> "Predictor":
         """A predictor for a model in memory (``meta`` as a checkpoint stores it), e.g. before it is saved."""
         self = cls.__new__(cls)
         self.path = Path("<memory>")
@@ -117,9 +125,14 @@ class Predictor:
         self._setup(model.eval(), meta, tta, fallback)
         return self
 
-    def _setup(self, model: torch.nn.Module | None, meta: dict, tta: bool | None, fallback: bool | None) -> None:
+    def _setup(self, model, meta: dict, tta: bool | None, fallback: bool | None) -> None:
+        """``model``: a torch module (None for an ONNX session)."""
         self.meta = meta
-        self._model = model.to(memory_format=torch.channels_last) if model is not None else None
+        if model is not None:
+            import torch
+
+            model = model.to(memory_format=torch.channels_last)
+        self._model = model
         self.classes: list[str] = list(meta["classes"])
         self.thresholds = np.asarray(meta["thresholds"], dtype=np.float64)
         temps = meta.get("temperatures")
@@ -132,20 +145,36 @@ class Predictor:
         self.tta = meta_tta(meta) if tta is None else tta
         self.fallback = meta.get("fallback", True) if fallback is None else fallback
 
-    def probabilities(self, x: torch.Tensor) -> np.ndarray:
-        """Sigmoid outputs for a preprocessed batch (averaged with the flipped batch when TTA is on).
+    def probabilities(self, x: np.ndarray) -> np.ndarray:
+        """Sigmoid outputs for a preprocessed float32 batch (averaged with the flipped batch when TTA is on).
 
         A bag model's batch is (images, views, 3, size, size); flipping every view is the mirrored bag.
         """
-        views = [x, x.flip(-1)] if self.tta else [x]
+        views = [x, x[..., ::-1]] if self.tta else [x]
         total = np.zeros((len(x), len(self.classes)), dtype=np.float64)
         for v in views:
-            if self._session is not None:
-                total += self._session.run(None, {INPUT: v.numpy()})[0]
-            else:
-                with torch.inference_mode():
-                    total += torch.sigmoid(self._model(v if self.bag else v.contiguous(memory_format=torch.channels_last))).double().numpy()
+            total += self._run(np.ascontiguousarray(v, dtype=np.float32))
         return apply_temperatures(total / len(views), self.temperatures)
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        if self._session is not None:
+            return self._session.run(None, {INPUT: x})[0]
+        import torch
+
+        t = torch.from_numpy(x)
+        with torch.inference_mode():
+            return torch.sigmoid(self._model(t if self.bag else t.contiguous(memory_format=torch.channels_last))).double().numpy()
+
+    def labels(self, probs: np.ndarray) -> list[list[str]]:
+        """The labels each row of probabilities gets (thresholds, then the top label when none passes and fallback is on)."""
+        return [[c for c, v in zip(self.classes, row) if v] for row in apply_thresholds(probs, self.thresholds, self.fallback)]
+
+    def prepare(self, item: str | Path | Image.Image | tuple[str, Image.Image]) -> np.ndarray:
+        """The model input for one image (DataError when it cannot be read)."""
+        _, x, error = _Decoded([item], self.pp, self.max_pixels, self.bag)[0]
+        if error is not None:
+            raise DataError(error)
+        return x
 
     def predict(self, images: Iterable[str | Path | Image.Image | tuple[str, Image.Image]], progress: bool = False) -> list[Prediction]:
         """Predictions in input order; unreadable files get ``error`` set instead of raising.
@@ -163,11 +192,10 @@ class Predictor:
                     results[i].error = e
                     log.warning("skipped: %s", e)
             if good:
-                probs = self.probabilities(torch.stack([t for _, t in good]))
-                preds = apply_thresholds(probs, self.thresholds, self.fallback)
-                for (i, _), pr, pd in zip(good, probs, preds):
-                    results[i].probabilities = {c: round(float(v), 6) for c, v in zip(self.classes, pr)}
-                    results[i].labels = [c for c, v in zip(self.classes, pd) if v]
+                probs = self.probabilities(np.stack([x for _, x in good]))
+                for (i, _), row, labels in zip(good, probs, self.labels(probs)):
+                    results[i].probabilities = {c: round(float(v), 6) for c, v in zip(self.classes, row)}
+                    results[i].labels = labels
             bar.update(len(batch))
         bar.close()
         return results

@@ -26,10 +26,11 @@ from ..data.dataset import MultiLabelDataset
 from ..data.images import open_image
 from ..data.label_issues import Suspect
 from ..data.layouts import write_labels_csv
-from ..errors import ConfigError, DataError, UsageError
+from ..errors import ConfigError, DataError
 from ..io import atomic_write_json
 from ..runs import AuditDir, RunDir
 from ..train.rundata import load_run_data
+from .auth import check_bind, require_token
 
 DECISIONS = ("accept", "reject", "skip")
 
@@ -113,15 +114,10 @@ class Review:
 
 
 def create_review_app(folder: Path | str, token: str | None = None):
-    """The FastAPI app of one review; with ``token``, every request must carry it (header ``X-Token`` or ``?token=``)."""
+    """The FastAPI app of one review; with ``token``, every request but the page must carry it (:mod:`.auth`)."""
     review = Review(folder)
     app = FastAPI(title="scenetag review")
-
-    @app.middleware("http")
-    async def require_token(request: Request, call_next):
-        if token and token not in (request.headers.get("x-token"), request.query_params.get("token")):
-            return JSONResponse({"detail": "missing or wrong token"}, status_code=401)
-        return await call_next(request)
+    require_token(app, token, open_paths=("/",), open_prefixes=())
 
     @app.get("/api/state")
     def state() -> dict:
@@ -149,17 +145,13 @@ def create_review_app(folder: Path | str, token: str | None = None):
     return app
 
 
-LOOPBACK = ("127.0.0.1", "::1", "localhost")
-
-
 def review_server(folder: Path | str, host: str = "127.0.0.1", port: int = 8001, token: str | None = None, on_ready: Callable[[str], None] | None = None) -> None:
     """Serve the review page (blocking). It writes labels, so off loopback it needs a token."""
     import uvicorn
 
     from .serve import listen
 
-    if host not in LOOPBACK and not token:
-        raise UsageError(f"review writes labels: listening on {host} needs --token (or $SCENETAG_TOKEN); without one it binds to loopback only")
+    check_bind(host, token, "review (it writes labels)")
     app = create_review_app(folder, token)
     sock = listen(host, port)
     url = f"http://{'[' + host + ']' if ':' in host else host}:{sock.getsockname()[1]}/"

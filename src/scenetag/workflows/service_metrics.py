@@ -1,0 +1,60 @@
+"""What the service reports about itself: an access log line per request and ``GET /metrics`` (Prometheus text).
+
+Each app has its own registry, so several apps in one process (tests) never share counts.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable
+
+from fastapi import FastAPI, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+access_log = logging.getLogger("scenetag.access")
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+class ServiceMetrics:
+    """Requests by path and status, latency, images, batch sizes and queue depth, in one registry."""
+
+    def __init__(self, queue_depth: Callable[[], float]):
+        self.registry = CollectorRegistry()
+        self.requests = Counter("scenetag_requests", "HTTP requests answered", ["method", "path", "status"], registry=self.registry)
+        self.latency = Histogram("scenetag_request_seconds", "Time to answer a request", ["path"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.images = Counter("scenetag_images", "Images received in /predict requests, by outcome", ["outcome"], registry=self.registry)
+        self.batch_size = Histogram("scenetag_batch_size", "Images per forward pass", buckets=BATCH_BUCKETS, registry=self.registry)
+        self.queue = Gauge("scenetag_queue_depth", "Images waiting for a batch", registry=self.registry)
+        self.queue.set_function(queue_depth)
+
+    def exposition(self) -> Response:
+        return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def route_of(request: Request, known: frozenset[str]) -> str:
+    """The route's path template (``/api/image/{index}``), so metrics keep few label values; unknown paths count as one."""
+    route = getattr(request.scope.get("route"), "path", None)
+    if route:
+        return route
+    return request.url.path if request.url.path in known else "<other>"  # answered before routing (401, 413)
+
+
+def instrument(app: FastAPI, metrics: ServiceMetrics) -> None:
+    """Count and time every request, and log one line for it: method, path, status, images, ms."""
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next):
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            seconds = time.perf_counter() - started
+            path = route_of(request, frozenset(getattr(r, "path", "") for r in app.routes))
+            metrics.requests.labels(request.method, path, str(status)).inc()
+            metrics.latency.labels(path).observe(seconds)
+            images = getattr(request.state, "images", None)
+            access_log.info("%s %s %d%s %.0f ms", request.method, request.url.path, status, f" {images} images" if images is not None else "", seconds * 1000)
