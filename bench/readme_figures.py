@@ -219,7 +219,27 @@ def render_speed(f: dict[str, dict[str, Any]]) -> str:
             p = f[name]
             e2e = {(r["engine"], r["tta"]): r["img_per_s"] for r in p["end_to_end"]}
             rows.append(f"| prediction of {what}: model only / end to end ONNX Runtime TTA off / on (`{p['command']}`) | {p['model_only_onnx']} / {e2e[('ONNX Runtime', False)]} / {e2e[('ONNX Runtime', True)]} img/s |")
+    rows += _serving_rows(f)
     return "\n".join(rows)
+
+
+def _serving_rows(f: dict[str, dict[str, Any]]) -> list[str]:
+    rows = []
+    if "serve_load" in f:
+        s = f["serve_load"]
+        for name, result in s["served"].items():
+            for r in result["load"]:
+                rows.append(
+                    f"| `scenetag serve`, {name}: {r['clients']} concurrent single-image clients, {s['images']} images (`{s['command']}`) | {r['images_per_s']:.1f} img/s "
+                    f"= {r['images_per_s'] / s['cli_images_per_s']:.2f}x `scenetag predict` on the same ONNX model and TTA ({s['cli_images_per_s']:.1f} img/s); p50 / p95 {r['p50_ms']:.0f} / {r['p95_ms']:.0f} ms; "
+                    f"`/health` p99 {r['health_p99_ms']:.0f} ms; {r['non_2xx']} non-2xx, {r['wrong']} answers unlike the CLI's |"
+                )
+            one = result["single_client"]
+            rows.append(f"| `scenetag serve`, {name}: one client alone, single-image requests | p50 / p95 {one['p50_ms']:.0f} / {one['p95_ms']:.0f} ms |")
+    if "install_size" in f:
+        i = f["install_size"]
+        rows.append(f"| install on disk: slim (`pip install scenetag`: ONNX predict + serve, {len(i['slim_packages'])} packages, no torch) vs full (`make test`'s venv) (`{i['command']}`) | {i['slim_mb']} MB vs {i['full_mb']} MB |")
+    return rows
 
 
 RENDERERS = {"results": render_results, "speed": render_speed}

@@ -1,25 +1,38 @@
-"""Load test of `scenetag serve` on loopback (not a test). Usage:
+"""Load test of `scenetag serve` against `scenetag predict` on the same model, in one run (not a test).
 
-    .venv/bin/python bench/serve_load.py --model runs/default/best.pt [--requests 1000] [--clients 8] [--bad 0.1]
+    .venv/bin/python bench/serve_load.py --model runs/default [--images 160] [--clients 8 32] [--json docs/figures/serve_load.json]
 
-Starts the server on a free 127.0.0.1 port, sends a bounded number of
-single-image requests from N concurrent clients (a fraction --bad of them
-corrupt uploads, which must get 422), checks every good answer against a
-reference prediction, and prints p50/p95 latency, requests/s and counts.
+1. `scenetag predict` (the CLI, end to end, start-up included) on ``--images`` photos: images/s, and
+   each photo's labels, the reference every service answer is checked against.
+2. `scenetag serve` on a free loopback port, for each setting (dynamic batching with the
+   defaults, and ``--max-batch 1`` as the same service without batching): ``--clients``
+   concurrent clients, each sending single-image requests over its own connection until
+   the photos are used up, while a prober asks ``/health`` every 20 ms. Reports images/s,
+   its ratio to the CLI's, p50/p95 latency, non-2xx answers, answers that differ from the
+   CLI's labels, and ``/health`` p50/p99 during the load.
+3. One client alone, 40 sequential single-image requests: p50/p95 latency.
+
+The model is exported to ONNX first when a checkpoint or run folder is given, so both
+sides run the same ONNX model with its own TTA setting.
 """
 from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
-import random
+import csv
 import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 
 import httpx
 import numpy as np
+
+from scenetag.io import atomic_write_json
+from scenetag.runs import model_file
 
 
 def free_port() -> int:
@@ -28,63 +41,130 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--model", default="runs/default/best.pt")
-    ap.add_argument("--data", default="../shared/data/miml-scene")
-    ap.add_argument("--requests", type=int, default=1000)
-    ap.add_argument("--clients", type=int, default=8)
-    ap.add_argument("--bad", type=float, default=0.0, help="fraction of corrupt uploads")
-    ap.add_argument("--images", type=int, default=20)
-    args = ap.parse_args()
+def cli_predict(model: Path, paths: list[Path], tmp: Path) -> tuple[float, dict[str, list[str]]]:
+    """(images/s end to end, labels per file name) of `scenetag predict`."""
+    out = tmp / "cli.csv"
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "scenetag", "predict", "--model", str(model), *map(str, paths), "--output", str(out), "-q"], check=True, stdout=subprocess.DEVNULL)
+    seconds = time.perf_counter() - t
+    with open(out, newline="") as f:
+        labels = {Path(r["path"]).name: r["labels"].split() for r in csv.DictReader(f)}
+    return len(paths) / seconds, labels
+
+
+def start_server(model: Path, extra: list[str]) -> tuple[subprocess.Popen, str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([sys.executable, "-m", "scenetag", "serve", "--model", args.model, "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    try:
-        for _ in range(600):
-            try:
-                httpx.get(url + "/health", timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        files = sorted((Path(args.data) / "original").glob("*.jpg"))[: args.images]
-        blobs = [(f.name, f.read_bytes()) for f in files]
-        with httpx.Client(timeout=60) as c:
-            reference = {n: c.post(url + "/predict", files=[("files", (n, b, "image/jpeg"))]).json()["predictions"][0]["labels"] for n, b in blobs}
-        rng = random.Random(0)
-        plan = [(rng.random() < args.bad, rng.choice(blobs)) for _ in range(args.requests)]
+    proc = subprocess.Popen([sys.executable, "-m", "scenetag", "serve", "--model", str(model), "--port", str(port), *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(600):
+        try:
+            httpx.get(url + "/health", timeout=1)
+            return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    raise SystemExit("the server did not start")
 
-        def one(item):
-            bad, (name, blob) = item
-            data = blob[: len(blob) // 3] + b"garbage" if bad else blob
+
+def probe_health(url: str, stop: threading.Event, out: list[float]) -> None:
+    with httpx.Client(timeout=30) as c:
+        while not stop.is_set():
             t = time.perf_counter()
-            with httpx.Client(timeout=60) as c:
-                r = c.post(url + "/predict", files=[("files", (name, data, "image/jpeg"))])
-            dt = time.perf_counter() - t
-            wrong = (not bad and r.status_code == 200 and r.json()["predictions"][0]["labels"] != reference[name]) or (bad and r.status_code != 422)
-            return dt, r.status_code, wrong, bad
+            c.get(url + "/health")
+            out.append((time.perf_counter() - t) * 1000)
+            stop.wait(0.02)
 
-        t0 = time.perf_counter()
-        with cf.ThreadPoolExecutor(args.clients) as ex:
-            out = list(ex.map(one, plan))
-        wall = time.perf_counter() - t0
-        lat = np.array([o[0] for o in out]) * 1000
-        codes = [o[1] for o in out]
-        print(f"{args.requests} requests, {args.clients} concurrent clients, {args.bad:.0%} corrupt uploads, model {args.model}")
-        print(f"latency p50 {np.percentile(lat, 50):.0f} ms, p95 {np.percentile(lat, 95):.0f} ms; {args.requests / wall:.1f} requests/s")
-        print(f"status counts: { {c: codes.count(c) for c in sorted(set(codes))} }; 5xx: {sum(c >= 500 for c in codes)}; wrong answers: {sum(o[2] for o in out)}")
-        with httpx.Client(timeout=60) as c:
-            single = []
-            name, blob = blobs[0]
-            for _ in range(30):
+
+def load(url: str, blobs: list[tuple[str, bytes]], clients: int, reference: dict[str, list[str]]) -> dict:
+    """``clients`` concurrent single-image clients until every photo was sent once; /health probed meanwhile."""
+    todo = iter(blobs)
+    lock = threading.Lock()
+
+    def client() -> list[tuple[float, int, bool]]:
+        done = []
+        with httpx.Client(timeout=120) as c:
+            while True:
+                with lock:
+                    item = next(todo, None)
+                if item is None:
+                    return done
+                name, blob = item
                 t = time.perf_counter()
-                c.post(url + "/predict", files=[("files", (name, blob, "image/jpeg"))])
-                single.append((time.perf_counter() - t) * 1000)
-        print(f"single client, one image: p50 {np.percentile(single, 50):.0f} ms")
-        print(f"server still up: {server.poll() is None}")
-    finally:
-        server.terminate()
-        server.wait(10)
+                r = c.post(url + "/predict", files=[("files", (name, blob, "image/jpeg"))])
+                ok = r.status_code == 200 and r.json()["predictions"][0]["labels"] == reference[name]
+                done.append(((time.perf_counter() - t) * 1000, r.status_code, ok))
+
+    stop, health = threading.Event(), []
+    prober = threading.Thread(target=probe_health, args=(url, stop, health))
+    prober.start()
+    t0 = time.perf_counter()
+    with cf.ThreadPoolExecutor(clients) as ex:
+        results = [row for rows in ex.map(lambda _: client(), range(clients)) for row in rows]
+    wall = time.perf_counter() - t0
+    stop.set()
+    prober.join()
+    lat = np.array([r[0] for r in results])
+    return {
+        "clients": clients, "images_per_s": len(results) / wall, "p50_ms": float(np.percentile(lat, 50)), "p95_ms": float(np.percentile(lat, 95)),
+        "non_2xx": sum(not 200 <= r[1] < 300 for r in results), "wrong": sum(not r[2] for r in results),
+        "health_p50_ms": float(np.percentile(health, 50)), "health_p99_ms": float(np.percentile(health, 99)), "health_probes": len(health),
+    }  # fmt: skip
+
+
+def single_client(url: str, blob: tuple[str, bytes], n: int = 40) -> dict:
+    name, data = blob
+    with httpx.Client(timeout=60) as c:
+        c.post(url + "/predict", files=[("files", (name, data, "image/jpeg"))])  # warm-up
+        lat = []
+        for _ in range(n):
+            t = time.perf_counter()
+            c.post(url + "/predict", files=[("files", (name, data, "image/jpeg"))])
+            lat.append((time.perf_counter() - t) * 1000)
+    return {"p50_ms": float(np.percentile(lat, 50)), "p95_ms": float(np.percentile(lat, 95))}
+
+
+def serve_settings(model: Path, blobs, reference, clients: list[int]) -> dict:
+    settings = {"dynamic batching (defaults)": [], "no batching (--max-batch 1)": ["--max-batch", "1"]}
+    out = {}
+    for name, extra in settings.items():
+        proc, url = start_server(model, extra)
+        try:
+            single_client(url, blobs[0], n=3)  # warm-up
+            out[name] = {"load": [load(url, blobs, k, reference) for k in clients], "single_client": single_client(url, blobs[0])}
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="runs/default", help="an .onnx model, a checkpoint or a run folder (exported to ONNX first)")
+    ap.add_argument("--data", default="../shared/data/miml-scene")
+    ap.add_argument("--images", type=int, default=160)
+    ap.add_argument("--clients", type=int, nargs="+", default=[8, 32])
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    every = sorted((Path(args.data) / "original").glob("*.jpg"))
+    paths = every[:: max(1, len(every) // args.images)][: args.images]  # spread over the classes (files are grouped by class)
+    blobs = [(p.name, p.read_bytes()) for p in paths]
+    with tempfile.TemporaryDirectory() as tmp:
+        model = Path(args.model)
+        if model.suffix != ".onnx":
+            from scenetag.infer.export import export_onnx
+
+            export_onnx(model_file(model), Path(tmp) / "model.onnx")
+            model = Path(tmp) / "model.onnx"
+        cli_rate, reference = cli_predict(model, paths, Path(tmp))
+        served = serve_settings(model, blobs, reference, args.clients)
+    print(f"scenetag predict (CLI, end to end): {cli_rate:.1f} images/s on {len(paths)} images, model {args.model} (ONNX)")
+    print(f"{'service':<30} {'clients':>7} {'img/s':>7} {'x CLI':>6} {'p50 ms':>7} {'p95 ms':>7} {'non-2xx':>7} {'wrong':>5} {'health p99 ms':>13}")
+    for name, result in served.items():
+        for row in result["load"]:
+            print(f"{name:<30} {row['clients']:>7} {row['images_per_s']:>7.1f} {row['images_per_s'] / cli_rate:>6.2f} {row['p50_ms']:>7.0f} {row['p95_ms']:>7.0f} {row['non_2xx']:>7} {row['wrong']:>5} {row['health_p99_ms']:>13.1f}")
+        print(f"{name:<30} one client alone: p50 {result['single_client']['p50_ms']:.0f} ms, p95 {result['single_client']['p95_ms']:.0f} ms")
+    if args.json:
+        atomic_write_json(args.json, {"command": "python bench/serve_load.py " + " ".join(sys.argv[1:]), "images": len(paths), "cli_images_per_s": cli_rate, "served": served})
 
 
 if __name__ == "__main__":
