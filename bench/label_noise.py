@@ -10,7 +10,7 @@ the AUROC of the score for "this pair was planted", and how many suspects it fla
 Also: each fold's test part scored on its *original* labels (samples-F1 lost to the noise),
 for the default recipe on the noisy labels, for each ``--variant`` (a robust-loss
 option), and for the recipe trained on the audit-corrected labels (the noisy labels
-with every suspect of the default margin cut-off flipped, as ``labels.suggested.csv``).
+with the default ranking's suspects above its accept cut-off flipped, as ``labels.suggested.csv``).
 
     python bench/label_noise.py --out runs/label_noise [--k 5] [--missing 0.10] [--extra 0.03] [--clean runs/cv5]
         [--variant boot:train.bootstrap=0.3] [--variant ignore:train.ignore_negatives_above=0.7] [--json docs/figures/label_noise.json]
@@ -26,7 +26,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from scenetag.config import load_config
-from scenetag.data.label_issues import DEFAULT_MIN_SCORE, RANKINGS, corrected, pair_scores
+from scenetag.data.label_issues import RANKINGS, corrected, cutoffs, pair_scores
 from scenetag.data.layouts import write_labels_csv
 from scenetag.data.layouts import load_dataset
 from scenetag.data.splits import kfold_splits
@@ -58,17 +58,37 @@ def ranking_quality(scores: np.ndarray, suspected: np.ndarray, planted: np.ndarr
             "auroc": float(roc_auc_score(flat, scores.ravel())), "suspects": int(suspected.sum()), "planted_among_suspects": int((suspected & planted).sum())}  # fmt: skip
 
 
-CUTOFFS = (0.0, 0.25, 0.5, 0.75)
+CUTOFF_GRID = {"margin": (0.0, 0.25, 0.5, 0.75, 0.9), "cleanlab": (0.0, 0.5, 0.75, 0.9, 0.95)}
 
 
-def cutoff_quality(scores: np.ndarray, planted: np.ndarray) -> list[dict]:
-    """Margin suspects at each cut-off: how many, the share of them planted, the share of the planted among them."""
+def cutoff_quality(scores: np.ndarray, suspected: np.ndarray, planted: np.ndarray, grid) -> list[dict]:
+    """Suspects above each cut-off: how many, the share of them planted, the share of the planted among them."""
     rows = []
-    for cut in CUTOFFS:
-        flagged = scores > max(cut, 0.0)
+    for cut in grid:
+        flagged = suspected & (scores > cut)
         hits = int((flagged & planted).sum())
         rows.append({"min_score": cut, "suspects": int(flagged.sum()), "planted_among": hits, "precision": hits / max(int(flagged.sum()), 1), "recall": hits / int(planted.sum())})
     return rows
+
+
+def audit_quality(given: np.ndarray, probs: np.ndarray, thresholds: np.ndarray, planted: np.ndarray) -> dict:
+    """Per ranking: precision@N, recall@2N, AUROC, and the suspects at each cut-off of its grid."""
+    out = {}
+    for name in RANKINGS:
+        scores, suspected = pair_scores(given, probs, thresholds, name)
+        out[name] = ranking_quality(scores, suspected, planted) | {"defaults": dict(zip(("suspect_above", "accept_above"), cutoffs(name))), "cutoffs": cutoff_quality(scores, suspected, planted, CUTOFF_GRID[name])}
+    return out
+
+
+def suggested_labels(noisy: np.ndarray, order: np.ndarray, given: np.ndarray, probs: np.ndarray, thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, accepted pairs in out-of-fold order): what `scenetag audit` writes as labels.suggested.csv with its defaults."""
+    ranking = RANKINGS[0]
+    suspect_above, accept_above = cutoffs(ranking)
+    scores, suspected = pair_scores(given, probs, thresholds, ranking, suspect_above)
+    accepted = suspected & (scores > accept_above)
+    fixed = noisy.copy()
+    fixed[order] = corrected(given, accepted)
+    return fixed, accepted
 
 
 def train_folds(cfg, out: RunDir, clean, k: int) -> tuple[list[dict], list[dict]]:
@@ -113,31 +133,27 @@ def main() -> None:
     given, probs = out_of_fold(cv, args.k, noisy, clean.classes)
     order = np.concatenate([np.asarray(json.loads(cv.fold(i).split.read_text())["test"]) for i in range(args.k)])
     thresholds = tune_thresholds(given, probs, load_config(None, base).train.threshold_mode)
-    rankings = {name: ranking_quality(*pair_scores(given, probs, thresholds, name), planted[order]) for name in RANKINGS}
-    margin, suspected = pair_scores(given, probs, thresholds, "margin", DEFAULT_MIN_SCORE)
+    rankings = audit_quality(given, probs, thresholds, planted[order])
     clean_f1 = json.loads(RunDir(args.clean).cv_summary.read_text())["mean"]["samples_f1"] if RunDir(args.clean).cv_summary.is_file() else None
     training = {"noisy labels (default recipe)": mean_std(on_original)}
+    fixed, accepted = suggested_labels(noisy, order, given, probs, thresholds)
+    fixed_csv = write_labels_csv(out.path / "labels.suggested.csv", clean.paths, clean.classes, fixed)
+    training["audit-corrected labels (labels.suggested.csv)"] = mean_std(train_folds(load_config(None, base + [f"data.labels={fixed_csv.resolve()}"]), RunDir(out.path / "corrected"), clean, args.k)[1])
     for spec in args.variant:
         name, overrides = spec.split(":", 1)
         training[name] = mean_std(train_folds(load_config(None, base + overrides.split(",")), RunDir(out.path / name), clean, args.k)[1])
-    fixed = noisy.copy()
-    fixed[order] = corrected(given, suspected)  # what `scenetag audit` writes as labels.suggested.csv
-    fixed_csv = write_labels_csv(out.path / "labels.suggested.csv", clean.paths, clean.classes, fixed)
-    name = f"audit-corrected labels (margin > {DEFAULT_MIN_SCORE:g})"
-    training[name] = mean_std(train_folds(load_config(None, base + [f"data.labels={fixed_csv.resolve()}"]), RunDir(out.path / "corrected"), clean, args.k)[1])
     summary = {
         "command": "python bench/label_noise.py " + " ".join(sys.argv[1:]),
         "planted": {"missing": int((planted & (clean.labels == 1)).sum()), "extra": int((planted & (clean.labels == 0)).sum())},
         "rankings": rankings,
-        "margin_cutoffs": cutoff_quality(margin, planted[order]),
-        "corrected_labels": {"pairs_flipped": int(suspected.sum()), "planted_fixed": int((suspected & planted[order]).sum()), "pairs_wrong_after": int((fixed != clean.labels).sum())},
+        "corrected_labels": {"ranking": RANKINGS[0], "pairs_flipped": int(accepted.sum()), "planted_fixed": int((accepted & planted[order]).sum()), "pairs_wrong_before": int(planted.sum()), "pairs_wrong_after": int((fixed != clean.labels).sum())},
         "clean_samples_f1": clean_f1,
         "training_on_noisy_labels_scored_on_original": training,
     }
     for name, q in rankings.items():
         print(f"{name:>9}: precision@N {q['precision_at_n']:.3f}  recall@2N {q['recall_at_2n']:.3f}  AUROC {q['auroc']:.3f}  suspects {q['suspects']} ({q['planted_among_suspects']} planted)")
-    for row in summary["margin_cutoffs"]:
-        print(f"margin > {row['min_score']:.2f}: {row['suspects']} suspects, {row['precision']:.3f} of them planted, {row['recall']:.3f} of the planted found")
+        for row in q["cutoffs"]:
+            print(f"{name:>9} > {row['min_score']:.2f}: {row['suspects']} suspects, {row['precision']:.3f} of them planted, {row['recall']:.3f} of the planted found")
     print(f"audit-corrected labels: {summary['corrected_labels']}")
     noisy_f1 = training["noisy labels (default recipe)"]["mean"]["samples_f1"]
     for name, t in training.items():

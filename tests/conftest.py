@@ -57,9 +57,9 @@ def trained_run(synth_dir, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def audited(synth_dir, tmp_path_factory):
-    """(audit folder, summary) of `scenetag audit` on the synthetic set: a tiny 3-fold run, head phase only."""
+    """(audit folder, summary) of `scenetag audit` on the synthetic set: a tiny 3-fold run, head phase only; margin ranking, every disputed pair."""
     from scenetag.workflows.audit import audit
 
     cfg = tiny_cfg(synth_dir, **{"train.phases": "[{name: head, unfreeze: 0.0, epochs: 2, lr: 0.003, lr_mult: 1.0}]", "train.lr_find": "false"})
     out = tmp_path_factory.mktemp("audit")
-    return out, audit(cfg, out, k=3, progress=False)
+    return out, audit(cfg, out, k=3, progress=False, ranking="margin", min_score=0.0)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .presets import PRESETS
 from .data.images import DEFAULT_MAX_PIXELS
-from .data.label_issues import DEFAULT_MIN_SCORE, RANKINGS
+from .data.label_issues import DEFAULT_CUTOFFS, RANKINGS
 from .data.layouts import DEFAULT_DATA, FORMATS
 from .errors import ScenetagError, UsageError, missing_extra
 from .workflows.auth import TOKEN_ENV, token_from
@@ -237,13 +237,13 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from .runs import AuditDir
     from .workflows.audit import audit
 
-    out = audit(_load_cfg(args), args.out, k=args.cv, ranking=args.ranking, from_cv=args.from_cv, progress=not args.quiet, min_score=args.min_score)
+    out = audit(_load_cfg(args), args.out, k=args.cv, ranking=args.ranking, from_cv=args.from_cv, progress=not args.quiet, min_score=args.min_score, accept_above=args.accept_above)
     print(f"{out['suspects']} suspected label errors among {out['images']} images x {len(out['counts'])} labels ({out['ranking']} ranking, score > {out['min_score']:g}, out-of-fold probabilities of {out['cv']})")
     for label, kinds in out["counts"].items():
         print(f"  {label:<12} missing {kinds['missing']:>4}  extra {kinds['extra']:>4}")
     folder = AuditDir(out["folder"])
     print(f"suspects, most suspicious first: {folder.suspects}; gallery: {folder.report}")
-    print(f"review them: scenetag review --audit {folder}; or train on every suggestion accepted: scenetag train --labels {folder.suggested_labels}")
+    print(f"review them: scenetag review --audit {folder}; or train on the {out['suggested_changes']} surest changes (score > {out['accept_above']:g}) accepted unseen: scenetag train --labels {folder.suggested_labels}")
     return EXIT_OK
 
 
@@ -451,8 +451,10 @@ def _add_training_commands(sub) -> None:
     p.add_argument("--out", default="runs/audit", help="audit folder: suspects.csv, scores.csv, report.html (default: %(default)s)")
     p.add_argument("--cv", type=_bounded(int, 2, 100), default=5, metavar="K", help="folds of the cross-validation it trains (default: %(default)s)")
     p.add_argument("--from-cv", metavar="CV_DIR", default=None, help="score a finished `train --cv K` folder instead of training one")
-    p.add_argument("--ranking", choices=RANKINGS, default="margin", help="margin: distance past the label's tuned threshold; cleanlab: its per-class label quality and confident-learning filter (default: %(default)s)")
-    p.add_argument("--min-score", type=_bounded(float, -1.0, 1.0), default=DEFAULT_MIN_SCORE, metavar="S", help="suspect only pairs scoring above S (margin: 0 = every disputed pair, 0.5 = half-way to certainty; default: %(default)s)")
+    p.add_argument("--ranking", choices=RANKINGS, default=RANKINGS[0], help="cleanlab: its per-class label quality (self-confidence) and confident-learning filter; margin: distance past the label's tuned threshold, scaled to [-1, 1] (default: %(default)s)")
+    cuts = "; ".join(f"{r} {v[0]:g} / {v[1]:g}" for r, v in DEFAULT_CUTOFFS.items())
+    p.add_argument("--min-score", type=_bounded(float, -1.0, 1.0), default=None, metavar="S", help=f"list as suspects only pairs scoring above S (defaults, suspect / accept: {cuts})")
+    p.add_argument("--accept-above", type=_bounded(float, -1.0, 1.0), default=None, metavar="S", help="labels.suggested.csv accepts the suspects scoring above S, unseen (default: per ranking, as above)")
     p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("lr-find", help="LR finder for one phase: plot + suggested LR")

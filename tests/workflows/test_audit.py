@@ -33,26 +33,46 @@ def test_every_pair_is_scored_and_the_suspects_are_the_disagreements(audited, sy
     page = folder.report.read_text()
     assert 'data-filter="label"' in page and 'data-filter="kind"' in page and page.count('class="card"') == min(len(found), 300)
     assert json.loads(folder.summary.read_text())["suspects"] == len(found)
-    # labels.suggested.csv: the audited labels with exactly the suspects flipped, readable by `train --labels`
+    # labels.suggested.csv: the audited labels with exactly the surest suspects flipped, readable by `train --labels`
     original = load_dataset(synth_dir)
     suggested = load_dataset(synth_dir, labels=folder.suggested_labels, fmt="csv")
     assert suggested.paths == original.paths and suggested.classes == original.classes
     changed = {(str(original.paths[i]), original.classes[j]) for i, j in zip(*np.nonzero(suggested.labels != original.labels))}
-    assert changed == {(r["image"], r["label"]) for r in found}
+    assert summary["accept_above"] == 0.75 and changed == {(r["image"], r["label"]) for r in found if float(r["score"]) > 0.75}
+    assert len(changed) == summary["suggested_changes"]
 
 
 def test_reusing_a_cross_validation_gives_the_same_audit(audited, tmp_path, capsys):
     out, summary = audited
-    again = audit_from_cv(AuditDir(out).cv.path, AuditDir(tmp_path / "again"))
+    again = audit_from_cv(AuditDir(out).cv.path, AuditDir(tmp_path / "again"), "margin", min_score=0.0)
     assert again["counts"] == summary["counts"]
     assert (tmp_path / "again" / "suspects.csv").read_text() == AuditDir(out).suspects.read_text()
     assert main(["audit", "--from-cv", str(AuditDir(out).cv.path), "--out", str(tmp_path / "cl"), "--ranking", "cleanlab", "-q"]) == 0
     printed = capsys.readouterr().out
     assert "suspected label errors among 60 images x 5 labels (cleanlab ranking" in printed and "suspects.csv" in printed
-    assert main(["audit", "--from-cv", str(AuditDir(out).cv.path), "--out", str(tmp_path / "cut"), "--min-score", "0.5", "-q"]) == 0
+    assert main(["audit", "--from-cv", str(AuditDir(out).cv.path), "--out", str(tmp_path / "cut"), "--ranking", "margin", "--min-score", "0.5", "-q"]) == 0
     kept = list(csv.DictReader(open(AuditDir(tmp_path / "cut").suspects)))
     every = list(csv.DictReader(open(AuditDir(out).suspects)))
     assert kept == [r for r in every if float(r["score"]) > 0.5] and "labels.suggested.csv" in capsys.readouterr().out
+
+
+def test_the_default_ranking_is_cleanlabs_filter(audited, tmp_path):
+    from scenetag.data.label_issues import cleanlab_flags
+
+    out, _ = audited
+    summary = audit_from_cv(AuditDir(out).cv.path, AuditDir(tmp_path / "d"))
+    assert summary["ranking"] == "cleanlab" and (summary["min_score"], summary["accept_above"]) == (0.0, 0.9)
+    scores = list(csv.DictReader(open(AuditDir(tmp_path / "d").scores)))
+    classes = list(summary["counts"])
+    images = sorted({r["image"] for r in scores})
+    given = np.zeros((len(images), len(classes)))
+    probs = np.zeros_like(given)
+    for r in scores:
+        given[images.index(r["image"]), classes.index(r["label"])] = int(r["given"])
+        probs[images.index(r["image"]), classes.index(r["label"])] = float(r["probability"])
+    flagged = cleanlab_flags(given, probs)  # from the rounded probabilities: the same pairs on this set
+    found = {(r["image"], r["label"]) for r in csv.DictReader(open(AuditDir(tmp_path / "d").suspects))}
+    assert found == {(images[i], classes[j]) for i, j in zip(*np.nonzero(flagged))}
 
 
 def test_an_unfinished_cross_validation_is_refused(tmp_path):

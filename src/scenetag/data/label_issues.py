@@ -20,9 +20,20 @@ from typing import Sequence
 
 import numpy as np
 
-RANKINGS = ("margin", "cleanlab")
+RANKINGS = ("cleanlab", "margin")  # the first is the default: it ranked planted errors at least as well (docs/experiments.md)
 SUSPECT_KINDS = ("missing", "extra")
-DEFAULT_MIN_SCORE = 0.0  # the audit's default cut-off on the score (margin: every disputed pair); see docs/experiments.md
+# Per ranking, the default score cut-offs (bench/label_noise.py, docs/experiments.md "Planted label errors"):
+# a pair is a *suspect* (listed for review) above the first; its change is *accepted unseen* into
+# labels.suggested.csv above the second, where about 8 in 10 changes were right on planted errors.
+DEFAULT_CUTOFFS: dict[str, tuple[float, float]] = {"cleanlab": (0.0, 0.9), "margin": (0.5, 0.75)}
+
+
+def cutoffs(ranking: str, min_score: float | None = None, accept_above: float | None = None) -> tuple[float, float]:
+    """(suspect cut-off, accept cut-off) for ``ranking``, each the given value or the ranking's default."""
+    if ranking not in DEFAULT_CUTOFFS:
+        raise ValueError(f"unknown ranking {ranking!r}; choose from {', '.join(RANKINGS)}")
+    suspect, accept = DEFAULT_CUTOFFS[ranking]
+    return (suspect if min_score is None else min_score), (accept if accept_above is None else accept_above)
 
 
 def margin_scores(given: np.ndarray, probs: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
@@ -50,7 +61,7 @@ def cleanlab_flags(given: np.ndarray, probs: np.ndarray) -> np.ndarray:
     return np.asarray(find_multilabel_issues_per_class(_label_lists(given), np.asarray(probs, dtype=np.float64)), dtype=bool)
 
 
-def pair_scores(given: np.ndarray, probs: np.ndarray, thresholds: np.ndarray, ranking: str = "margin", min_score: float = DEFAULT_MIN_SCORE) -> tuple[np.ndarray, np.ndarray]:
+def pair_scores(given: np.ndarray, probs: np.ndarray, thresholds: np.ndarray, ranking: str = "margin", min_score: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """(scores, suspected) for every (image, label) pair under ``ranking``; higher scores are more suspicious.
 
     A pair is suspected when the ranking's own rule flags it (margin: the thresholded model disputes

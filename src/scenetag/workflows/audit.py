@@ -23,7 +23,7 @@ import numpy as np
 from ..config import Config, load_config
 from ..data.images import open_image
 from ..data.splits import Split
-from ..data.label_issues import DEFAULT_MIN_SCORE, SUSPECT_KINDS, Suspect, corrected, pair_scores, suspects
+from ..data.label_issues import RANKINGS, SUSPECT_KINDS, Suspect, corrected, cutoffs, pair_scores, suspects
 from ..data.layouts import write_labels_csv
 from ..errors import ConfigError, DataError
 from ..io import atomic_write_csv, atomic_write_json
@@ -39,13 +39,14 @@ SUSPECT_COLUMNS = ["image", "label", "kind", "score", "given", "probability"]
 GALLERY_LIMIT = 300  # thumbnails in report.html (suspects.csv lists them all)
 
 
-def audit(cfg: Config, out: Path | str, k: int = 5, ranking: str = "margin", from_cv: Path | str | None = None, progress: bool = True, min_score: float = DEFAULT_MIN_SCORE) -> dict[str, Any]:
+def audit(cfg: Config, out: Path | str, k: int = 5, ranking: str = RANKINGS[0], from_cv: Path | str | None = None, progress: bool = True,
+          min_score: float | None = None, accept_above: float | None = None) -> dict[str, Any]:  # fmt: skip
     """Train (or reuse) a K-fold cross-validation and audit its out-of-fold probabilities into ``out``."""
     folder = AuditDir(out)
     if from_cv is None:
         cross_validate(cfg, folder.cv.path, k, progress)
         from_cv = folder.cv.path
-    return audit_from_cv(from_cv, folder, ranking, min_score)
+    return audit_from_cv(from_cv, folder, ranking, min_score, accept_above)
 
 
 def _finished_cv(cv: RunDir) -> int:
@@ -54,9 +55,13 @@ def _finished_cv(cv: RunDir) -> int:
     return int(json.loads(cv.cv_summary.read_text())["k"])
 
 
-def audit_from_cv(cv_dir: Path | str, folder: AuditDir, ranking: str = "margin", min_score: float = DEFAULT_MIN_SCORE) -> dict[str, Any]:
-    """Score every (image, label) pair of a finished cross-validation's data; write the audit files."""
+def audit_from_cv(cv_dir: Path | str, folder: AuditDir, ranking: str = RANKINGS[0], min_score: float | None = None, accept_above: float | None = None) -> dict[str, Any]:
+    """Score every (image, label) pair of a finished cross-validation's data; write the audit files.
+
+    ``min_score`` / ``accept_above``: the suspect and accept cut-offs (None: the ranking's defaults).
+    """
     cv = RunDir(cv_dir)
+    min_score, accept_above = cutoffs(ranking, min_score, accept_above)
     k = _finished_cv(cv)
     ds, _ = load_run_data(cv.fold(0))
     ids = np.concatenate([Split.read(cv.fold(i).split).test for i in range(k)])  # out_of_fold's order
@@ -71,10 +76,11 @@ def audit_from_cv(cv_dir: Path | str, folder: AuditDir, ranking: str = "margin",
     atomic_write_csv(folder.scores, [SUSPECT_COLUMNS] + [_row(s) for s in suspects(paths, ds.classes, given, probs, scores, np.ones_like(suspected))])
     atomic_write_csv(folder.suspects, [SUSPECT_COLUMNS] + [_row(s) for s in found])
     suggested = ds.labels.copy()
-    suggested[ids] = corrected(given, suspected)  # out-of-fold order back to the data's
+    accepted = suspected & (scores > accept_above)
+    suggested[ids] = corrected(given, accepted)  # out-of-fold order back to the data's
     write_labels_csv(folder.suggested_labels, ds.paths, ds.classes, suggested)
     counts = count_by_label_and_kind(found, ds.classes)
-    summary = {"cv": str(cv.path.resolve()), "k": k, "ranking": ranking, "min_score": min_score, "images": len(ds), "pairs": int(given.size), "suspects": len(found),
+    summary = {"cv": str(cv.path.resolve()), "k": k, "ranking": ranking, "min_score": min_score, "accept_above": accept_above, "suggested_changes": int(accepted.sum()), "images": len(ds), "pairs": int(given.size), "suspects": len(found),
                "counts": counts, "thresholds": dict(zip(ds.classes, thresholds.tolist()))}  # fmt: skip
     write_report(folder.report, found, counts, summary)
     atomic_write_json(folder.summary, summary)
