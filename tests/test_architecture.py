@@ -21,7 +21,7 @@ LAYERS: list[set[str]] = [
     {"infer"},
     {"train"},
     {"workflows"},
-    {"cli", "__main__", "training", "predict", "__init__"},  # entry points and compatibility names
+    {"cli", "__main__", "training", "predict", "__init__", "notebook"},  # entry points (command line, notebook API) and compatibility names
 ]
 MAX_LINES = 60  # per function, anywhere in the package
 

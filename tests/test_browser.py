@@ -284,3 +284,34 @@ def test_review_with_the_keyboard_writes_the_reviewed_labels(audited, tmp_path):
         driver.quit()
         proc.terminate()
         proc.wait(10)
+
+
+def test_evaluation_gallery_filters_by_label_and_outcome(trained_run, tmp_path):
+    """The evaluation report's gallery of every scored image: the drop-downs show only the matching cards."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    from scenetag.workflows.evaluate import evaluate_checkpoint
+
+    _, run, _ = trained_run
+    out = tmp_path / "evaluation"
+    evaluate_checkpoint(run / "best.pt", out, data=run, split="test", progress=False)
+    driver = _driver(tmp_path)
+    try:
+        driver.get((out / "report.html").as_uri())
+        cards = driver.find_elements(By.CSS_SELECTOR, "#every-image .card")
+        assert cards and all(c.is_displayed() for c in cards)
+        outcome = Select(driver.find_element(By.CSS_SELECTOR, '#every-image select[data-filter="outcome"]'))
+        for value in [o.get_attribute("value") for o in outcome.options if o.get_attribute("value")]:
+            outcome.select_by_value(value)
+            shown = [c for c in cards if c.is_displayed()]
+            assert shown and all(value in c.get_attribute("data-outcome").split("|") for c in shown)
+            assert len(shown) == sum(value in c.get_attribute("data-outcome").split("|") for c in cards)
+        outcome.select_by_value("")
+        label = Select(driver.find_element(By.CSS_SELECTOR, '#every-image select[data-filter="label"]'))
+        for value in [o.get_attribute("value") for o in label.options if o.get_attribute("value")]:
+            label.select_by_value(value)
+            shown = [c for c in cards if c.is_displayed()]
+            assert shown and len(shown) == sum(value in c.get_attribute("data-label").split("|") for c in cards)
+    finally:
+        driver.quit()

@@ -42,6 +42,7 @@ def _base(command: str, tmp) -> list[str]:
         "ensemble": [command, missing + "1.pt", missing + "2.pt", "--out", str(tmp / "e.pt")],
         "export": [command, "--model", missing + ".pt"],
         "serve": [command, "--model", missing + ".pt"],
+        "compare": [command, missing + "1", missing + "2", "--out", str(tmp / "o")],
     }[command]
 
 

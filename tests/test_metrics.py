@@ -92,3 +92,14 @@ def test_errors_by_kind_count_missed_and_extra_labels():
     y = np.array([[1, 0], [1, 1], [0, 0]])
     pred = np.array([[0, 1], [1, 1], [1, 0]])
     assert errors_by_kind(y, pred, ["a", "b"]) == {"a": {"missed": 1, "extra": 1}, "b": {"missed": 0, "extra": 1}}
+
+
+def test_cross_label_confusion_counts_what_each_true_label_is_mistaken_for():
+    from scenetag.metrics import cross_label_confusion
+
+    y = np.array([[1, 0, 0], [1, 1, 0], [0, 0, 1], [1, 0, 0]])
+    pred = np.array([[1, 1, 0], [1, 1, 1], [0, 1, 0], [0, 0, 1]])
+    counts = cross_label_confusion(y, pred)
+    # row 0 (3 images of label 0): 2 tagged 0; image 0 tagged 1 without being 1 (image 1 is 1: not counted); images 1 and 3 tagged 2
+    np.testing.assert_array_equal(counts, [[2, 1, 2], [0, 1, 1], [0, 1, 0]])
+    np.testing.assert_array_equal(np.diag(counts), ((y == 1) & (pred == 1)).sum(0))

@@ -17,7 +17,9 @@ from .data.images import DEFAULT_MAX_PIXELS
 from .data.label_issues import DEFAULT_CUTOFFS, RANKINGS
 from .data.layouts import DEFAULT_DATA, FORMATS
 from .errors import ScenetagError, UsageError, missing_extra
+from .metrics import METRIC_KEYS
 from .workflows.auth import TOKEN_ENV, token_from
+from .runs import REPORT_PAGE
 from .workflows.limits import ServeLimits
 from .version import __version__
 
@@ -132,7 +134,7 @@ def cmd_explore(args: argparse.Namespace) -> int:
         print(f"all {len(ds)} images decode")
     summary = explore(ds, Path(args.out), samples_per_class=args.samples, seed=args.seed, max_pixels=args.max_pixels)
     print("\n".join(summary["text"]))
-    print(f"report: {Path(args.out) / 'report.html'}")
+    print(f"report: {Path(args.out) / REPORT_PAGE}")
     return EXIT_OK
 
 
@@ -190,11 +192,14 @@ def _cross_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from .runs import RunDir
     from .train.recipe import train
     from .train.refit import refit
+    from .train.tracking import tracked
 
     if args.ensemble and not args.cv:
         raise UsageError("--ensemble averages the fold models of --cv K; to combine other checkpoints use `scenetag ensemble`")
+    options = _tracking_options(args)
     if args.cv:
         return _cross_validate(args)
     if args.resume:
@@ -204,14 +209,29 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         one_process()  # before hours of training, not after
     out = Path(args.resume or args.out)
-    result = train(None if args.resume else _load_cfg(args), out, resume=bool(args.resume), progress=not args.quiet)
-    if int(os.environ.get("RANK", "0")) > 0:
-        return EXIT_OK  # under torchrun rank 0 reports
-    _print_result(result)
-    print(f"trained in {result['train_seconds']:.0f}s; run folder: {out} (best.pt, metrics.csv, curves.png)")
-    if args.refit:
-        _print_refit(refit(out, progress=not args.quiet))
+    with tracked(options, out) as tracking:  # records the training, the refit and then the run's files (--log)
+        result = train(None if args.resume else _load_cfg(args), out, resume=bool(args.resume), progress=not args.quiet, callbacks=tracking.callbacks)
+        if int(os.environ.get("RANK", "0")) > 0:
+            return EXIT_OK  # under torchrun rank 0 reports
+        _print_result(result)
+        print(f"trained in {result['train_seconds']:.0f}s; run folder: {out} (best.pt, metrics.csv, curves.png); its page: {RunDir(out).dashboard}")
+        if args.refit:
+            _print_refit(refit(out, progress=not args.quiet))
     return EXIT_OK
+
+
+def _tracking_options(args: argparse.Namespace):
+    """``--log`` / ``--log-dir`` / ``--log-uri`` as tracking options (checked to fit together)."""
+    from .train.tracking import TrackingOptions
+
+    backends = tuple(dict.fromkeys(getattr(args, "log", None) or ()))
+    if backends and args.cv:
+        raise UsageError("--log records one run; it cannot be combined with --cv (track a refit or single runs instead)")
+    if getattr(args, "log_dir", None) and "tensorboard" not in backends:
+        raise UsageError("--log-dir is where --log tensorboard writes; add --log tensorboard")
+    if getattr(args, "log_uri", None) and "mlflow" not in backends:
+        raise UsageError("--log-uri is where --log mlflow records; add --log mlflow")
+    return TrackingOptions(backends, getattr(args, "log_dir", None), getattr(args, "log_uri", None))
 
 
 def _print_refit(res: dict, estimate: str = "the held-out estimate of best.pt") -> None:
@@ -249,7 +269,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Main job of `make run`: exploration report, train (or reuse/resume), evaluation report of the test split."""
-    from .runs import RunDir
+    from .runs import REPORT_PAGE, RunDir
     from .workflows.run import main_job
 
     out = main_job(_load_cfg(args), Path(args.out), progress=not args.quiet, say=print, refit=not args.no_refit)
@@ -260,13 +280,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"trained in {result['train_seconds']:.0f}s")
     if evaluation:
         _print_metrics(evaluation, "held-out estimate: best.pt on the test split, images it never saw (tuned per-label thresholds)")
-        print(f"evaluation report: {RunDir(args.out).evaluation / 'report.html'}")
+        print(f"evaluation report: {RunDir(args.out).evaluation / REPORT_PAGE}")
     else:
         _print_result(result)
     if out["refit"]:
         _print_refit(out["refit"])
     shipped = "final.pt, best.pt" if out["refit"] else "best.pt"
-    print(f"run folder: {args.out} ({shipped}, metrics.csv, curves.png, run.json)")
+    print(f"run folder: {args.out} ({shipped}, metrics.csv, curves.png, run.json); its page: {RunDir(args.out).dashboard}")
     if evaluation and evaluation.get("errors_by_kind"):
         _print_audit_hint(evaluation, args.data or "DIR")
     return EXIT_OK
@@ -290,12 +310,22 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .workflows.compare import compare, text_lines, write_report
+
+    result = compare(args.runs, sort=args.sort)
+    print("\n".join(text_lines(result)))
+    if args.out:
+        print(f"report: {write_report(result, args.out)}")
+    return EXIT_OK
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .workflows.evaluate import evaluate_checkpoint
 
     m = evaluate_checkpoint(_model_file(args.model, evaluated=bool(args.split)), Path(args.out), data=args.data, labels=args.labels, fmt=args.layout or "auto", split=args.split, fallback=not args.no_fallback, progress=not args.quiet, max_pixels=args.max_pixels)
     _print_metrics(m, "evaluation")
-    print(f"report: {Path(args.out) / 'report.html'}; metrics: {Path(args.out) / 'metrics.json'}")
+    print(f"report: {Path(args.out) / REPORT_PAGE}; metrics: {Path(args.out) / 'metrics.json'}")
     return EXIT_OK
 
 
@@ -417,6 +447,12 @@ def _add_data_commands(sub) -> None:
     p.set_defaults(func=cmd_explore)
 
 
+def _add_tracking_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log", action="append", choices=["tensorboard", "mlflow"], default=None, help="also record the run (params, per-epoch and final metrics, pictures, checkpoints) in TensorBoard or MLflow; repeat for both (extras scenetag[tensorboard], scenetag[mlflow])")
+    p.add_argument("--log-dir", default=None, metavar="DIR", help="--log tensorboard: folder of the event files (default: OUT/tensorboard)")
+    p.add_argument("--log-uri", default=None, metavar="URI", help="--log mlflow: tracking server or store URI (default: $MLFLOW_TRACKING_URI, else the local store OUT/mlflow/mlflow.db)")
+
+
 def _add_training_commands(sub) -> None:
     p = sub.add_parser("train", help="train the recipe (head, then progressive unfreezing) into a run folder")
     _add_train_args(p)
@@ -425,6 +461,7 @@ def _add_training_commands(sub) -> None:
     p.add_argument("--cv", type=_bounded(int, 2, 100), default=0, metavar="K", help="stratified K-fold cross-validation: every metric as mean ± std over folds")
     p.add_argument("--ensemble", action="store_true", help="with --cv: also write OUT/ensemble.pt averaging the K fold models")
     p.add_argument("--refit", action="store_true", help="then retrain the same schedule on every labelled image: OUT/final.pt, the model to ship (best.pt's test metrics are its estimate; with --cv: the folds' median LRs, thresholds tuned out-of-fold)")
+    _add_tracking_args(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("run", help="the main job: train the default recipe (or reuse/resume the run in --out) and report")
@@ -439,6 +476,7 @@ def _add_training_commands(sub) -> None:
     p.add_argument("--teacher-weight", type=_bounded(float, 0, 1), default=None, help="share of the teacher in the targets, the rest the labels (default: train.teacher_weight)")
     p.add_argument("--out", default="runs/distill", help="run folder (default: %(default)s)")
     p.add_argument("--refit", action="store_true", help="then retrain the same schedule on every labelled image (OUT/final.pt)")
+    _add_tracking_args(p)
     p.set_defaults(func=cmd_distill, resume=None, cv=0, ensemble=False)
 
     p = sub.add_parser("refit", help="retrain a finished run's schedule on every labelled image: RUN/final.pt, the model to ship")
@@ -462,6 +500,13 @@ def _add_training_commands(sub) -> None:
     p.add_argument("--out", default="runs/lr-find", help="output folder for the plot and data (default: %(default)s)")
     p.add_argument("--phase", type=_bounded(int, 1), default=1, help="which phase of the recipe, from 1 (default: 1 = head only)")
     p.set_defaults(func=cmd_lr_find)
+
+    p = sub.add_parser("compare", help="test metrics of finished runs and cross-validations side by side, with the config keys that differ")
+    p.add_argument("runs", nargs="+", metavar="RUN_OR_CV_DIR", help="two or more finished run folders (train, run: result.json) or cross-validation folders (train --cv K: mean ± std over folds)")
+    p.add_argument("--out", default=None, metavar="DIR", help="also write DIR/compare.html, the same tables, sortable by clicking a column header (default: print only)")
+    p.add_argument("--sort", choices=METRIC_KEYS, default=METRIC_KEYS[0], metavar="METRIC", help=f"order the runs best first by this test metric: higher first, lower first for the losses ({', '.join(METRIC_KEYS)}; default: %(default)s)")
+    _common(p, quiet=False)
+    p.set_defaults(func=cmd_compare)
 
 
 def _add_model_commands(sub) -> None:

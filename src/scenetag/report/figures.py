@@ -235,24 +235,44 @@ def plot_image_grid(
     return save_figure(fig, path)
 
 
-def plot_training_curves(rows: list[dict], path: Path) -> Path:
-    """Train/val loss and val F1/mAP per epoch over all phases, phase starts marked."""
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+def _column(rows: list[dict], key: str) -> list[float]:
+    """A metrics.csv column as floats (NaN where a row lacks it: runs from before the column existed)."""
+    return [float(r[key]) if r.get(key) not in (None, "") else float("nan") for r in rows]
+
+
+def _mark_phases(ax, phases: list[str]) -> None:
+    for i, ph in enumerate(phases):
+        if i == 0 or phases[i - 1] != ph:
+            ax.axvline(i + 0.5, color="grey", lw=0.8, ls=":")
+            ax.text(i + 0.6, 0.98, ph, transform=ax.get_xaxis_transform(), va="top", fontsize=7, color="grey")
+
+
+def plot_training_curves(rows: list[dict], path: Path, best: int | None = None) -> Path:
+    """Loss, val metrics (at 0.5 and at thresholds tuned on val) and the LR per epoch over all phases; phase starts
+    and the epoch kept as best.pt (``best``: its row index) marked."""
+    fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(15, 4))
     x = np.arange(1, len(rows) + 1)
-    a1.plot(x, [float(r["train_loss"]) for r in rows], label="train loss")
-    a1.plot(x, [float(r["val_loss"]) for r in rows], label="val loss")
-    for key in ("val_samples_f1", "val_micro_f1", "val_mAP"):
-        a2.plot(x, [float(r[key]) for r in rows], label=key)
-    phases = [r["phase"] for r in rows]
-    for ax in (a1, a2):
-        for i, ph in enumerate(phases):
-            if i == 0 or phases[i - 1] != ph:
-                ax.axvline(i + 0.5, color="grey", lw=0.8, ls=":")
-                ax.text(i + 0.6, 0.98, ph, transform=ax.get_xaxis_transform(), va="top", fontsize=7, color="grey")
+    a1.plot(x, _column(rows, "train_loss"), marker=".", label="train loss")
+    a1.plot(x, _column(rows, "val_loss"), marker=".", label="val loss")
+    a1.set_ylabel("BCE loss")
+    for key, label, style in (("val_samples_f1_tuned", "samples-F1, tuned thresholds", "-"), ("val_samples_f1", "samples-F1 at 0.5", "--"), ("val_micro_f1", "micro-F1 at 0.5", ":"), ("val_mAP", "mAP", "-.")):
+        a2.plot(x, _column(rows, key), ls=style, marker=".", label=label)
+    a2.set_ylabel("validation score")
+    a3.plot(x, _column(rows, "lr"), drawstyle="steps-mid", label="phase peak LR (one-cycle)")
+    a3.plot(x, _column(rows, "lr_end"), marker=".", ls="--", label="LR at the epoch's end")
+    a3.set_yscale("log")
+    a3.set_ylabel("learning rate")
+    for ax in (a1, a2, a3):
+        _mark_phases(ax, [r["phase"] for r in rows])
+        if best is not None:
+            ax.axvline(best + 1, color="#b00020", lw=1.2, alpha=0.6)
+            ax.text(best + 1.1, 0.02, "best.pt", transform=ax.get_xaxis_transform(), fontsize=7, color="#b00020")
         ax.set_xlabel("epoch (all phases)")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
     a1.set_title("loss")
-    a2.set_title("validation metrics (threshold 0.5)")
+    a2.set_title("validation metrics")
+    a3.set_title("learning rate")
+    fig.tight_layout()
     return save_figure(fig, path)
 
 
@@ -275,59 +295,79 @@ def plot_confusion_matrices(y: np.ndarray, pred: np.ndarray, classes: Sequence[s
     return save_figure(fig, path)
 
 
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
+LINESTYLES = ("-", "--", "-.", ":")
+
+
 def plot_pr_curves(y: np.ndarray, p: np.ndarray, thresholds: Sequence[float], classes: Sequence[str], path: Path) -> Path:
-    """Precision-recall curve per label with the chosen threshold marked."""
+    """Precision-recall per label, zoomed to where the curves are (both axes from just below the lowest point
+    worth seeing), each label with its own line style and marker (readable without colour), its threshold marked."""
     from sklearn.metrics import average_precision_score, precision_recall_curve
 
-    fig, ax = plt.subplots(figsize=(6.5, 5))
+    fig, ax = plt.subplots(figsize=(7, 5.5))
+    low = 1.0
     for j, c in enumerate(classes):
         if not y[:, j].any():
             continue
-        prec, rec, thr = precision_recall_curve(y[:, j], p[:, j])
-        line = ax.plot(rec, prec, label=f"{c} (AP {average_precision_score(y[:, j], p[:, j]):.3f})")[0]
+        prec, rec, _ = precision_recall_curve(y[:, j], p[:, j])
+        style, marker = LINESTYLES[j % len(LINESTYLES)], MARKERS[j % len(MARKERS)]
+        line = ax.plot(rec, prec, ls=style, marker=marker, markevery=max(1, len(rec) // 8), ms=5, label=f"{c} (AP {average_precision_score(y[:, j], p[:, j]):.3f})")[0]
         pred = p[:, j] >= thresholds[j]
         tp = (pred & (y[:, j] == 1)).sum()
-        ax.plot(tp / max(y[:, j].sum(), 1), tp / max(pred.sum(), 1), "o", color=line.get_color(), ms=7, mec="black")
+        at = (tp / max(y[:, j].sum(), 1), tp / max(pred.sum(), 1))
+        ax.plot(*at, marker=marker, color=line.get_color(), ms=11, mec="black", mew=1.5, ls="none")
+        ax.annotate(f"t={thresholds[j]:.2f}", at, textcoords="offset points", xytext=(6, -12), fontsize=7)
+        useful = rec >= 0.5  # the part of a curve anyone would operate on
+        low = min(low, float(prec[useful].min()) if useful.any() else 0.0, 0.5)
     ax.set_xlabel("recall")
     ax.set_ylabel("precision")
-    ax.set_title("Precision-recall per label (dot: chosen threshold)")
-    ax.set_xlim(0, 1.02)
-    ax.set_ylim(0, 1.02)
+    ax.set_title("Precision-recall per label (big marker: the tuned threshold t)")
+    ax.set_xlim(0.5 if low > 0 else 0.0, 1.01)
+    ax.set_ylim(max(0.0, low - 0.05), 1.01)
+    ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower left")
     return save_figure(fig, path)
 
 
 def plot_reliability(y: np.ndarray, p: np.ndarray, classes: Sequence[str], eces: Sequence[float], path: Path, bins: int = 10) -> Path:
-    """Reliability diagram per label: mean predicted probability vs observed frequency."""
+    """Reliability diagram per label: mean predicted probability vs observed frequency, each bin's image count
+    written beside its point and drawn as bars underneath (a point of 3 images says little)."""
     n = len(classes)
-    fig, axes = plt.subplots(1, n, figsize=(2.8 * n, 3.0), squeeze=False)
+    fig, axes = plt.subplots(1, n, figsize=(3.0 * n, 3.3), squeeze=False)
     edges = np.linspace(0, 1, bins + 1)
     for j, (ax, c) in enumerate(zip(axes[0], classes)):
         idx = np.clip(np.digitize(p[:, j], edges[1:-1]), 0, bins - 1)
-        conf = [p[idx == b, j].mean() if (idx == b).any() else np.nan for b in range(bins)]
-        freq = [y[idx == b, j].mean() if (idx == b).any() else np.nan for b in range(bins)]
+        counts = np.bincount(idx, minlength=bins)
+        conf = [p[idx == b, j].mean() if counts[b] else np.nan for b in range(bins)]
+        freq = [y[idx == b, j].mean() if counts[b] else np.nan for b in range(bins)]
+        ax.bar(edges[:-1], counts / max(counts.max(), 1) * 0.25, width=1 / bins, align="edge", color="#ddd", edgecolor="#bbb")
         ax.plot([0, 1], [0, 1], ls=":", color="grey")
         ax.plot(conf, freq, "o-")
+        for x_, y_, k in zip(conf, freq, counts):
+            if k:
+                ax.annotate(str(k), (x_, y_), textcoords="offset points", xytext=(3, 3), fontsize=6)
         ax.set_title(f"{c}\nECE {eces[j]:.3f}", fontsize=9)
-        ax.set_xlabel("predicted")
+        ax.set_xlabel("predicted probability")
         if j == 0:
-            ax.set_ylabel("observed")
+            ax.set_ylabel("observed frequency\n(bars: images per bin)")
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
+    fig.tight_layout()
     return save_figure(fig, path)
 
 
-def result_caption(name: str, true: Sequence[str], pred: Sequence[str], probs: dict[str, float]) -> list[tuple[str, str]]:
-    """Caption segments: correct labels green, missed orange, extra red."""
+def result_caption(name: str, true: Sequence[str], pred: Sequence[str], probs: dict[str, float], thresholds: dict[str, float] | None = None) -> list[tuple[str, str]]:
+    """Caption segments: correct labels green, missed orange, extra red; each with its probability (and threshold)."""
     segs = [(name, "dimgray")]
     for c in sorted(set(true) | set(pred), key=lambda c: -probs.get(c, 0)):
         p = probs.get(c, 0.0)
+        value = f"{p:.2f}" + (f"/{thresholds[c]:.2f}" if thresholds else "")
         if c in true and c in pred:
-            segs.append((f"✓ {c} {p:.2f}", "green"))
+            segs.append((f"✓ {c} {value}", "green"))
         elif c in true:
-            segs.append((f"missed {c} {p:.2f}", "darkorange"))
+            segs.append((f"missed {c} {value}", "darkorange"))
         else:
-            segs.append((f"extra {c} {p:.2f}", "red"))
+            segs.append((f"extra {c} {value}", "red"))
     return segs
 
 

@@ -7,7 +7,7 @@ import base64
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Collection, Sequence
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
@@ -38,7 +38,8 @@ def figure(path: Path | str) -> Markup:
 
 @dataclass(frozen=True)
 class Card:
-    """One picture of a gallery: a JPEG thumbnail, caption lines, and the values its filters select on."""
+    """One picture of a gallery: a JPEG thumbnail, caption lines, and the values its filters select on
+    (several values of one filter joined by ``|``: a card with ``sea|sunset`` shows under either)."""
 
     jpeg: bytes
     lines: Sequence[str]
@@ -48,7 +49,7 @@ class Card:
 _FILTER_SCRIPT = Markup(
     "<script>document.querySelectorAll('.filters select').forEach(s=>s.addEventListener('change',()=>{"
     "const want={};document.querySelectorAll('.filters select').forEach(x=>{if(x.value)want[x.dataset.filter]=x.value});"
-    "document.querySelectorAll('.card').forEach(c=>{c.hidden=Object.entries(want).some(([k,v])=>c.dataset[k]!==v)})}))</script>"
+    "document.querySelectorAll('.card').forEach(c=>{c.hidden=Object.entries(want).some(([k,v])=>!(c.dataset[k]||'').split('|').includes(v))})}))</script>"
 )
 
 
@@ -56,7 +57,7 @@ def gallery(cards: Sequence[Card], filters: Sequence[str]) -> Markup:
     """Thumbnails with captions, and one drop-down per filter name that shows only the matching cards."""
     selects = Markup("").join(
         Markup('<label>{} <select data-filter="{}"><option value="">all</option>{}</select></label> ').format(
-            name, name, Markup("").join(Markup('<option value="{}">{}</option>').format(v, v) for v in sorted({c.tags[name] for c in cards}))
+            name, name, Markup("").join(Markup('<option value="{}">{}</option>').format(v, v) for v in sorted({v for c in cards for v in c.tags[name].split("|") if v}))
         )
         for name in filters
     )
@@ -70,7 +71,28 @@ def gallery(cards: Sequence[Card], filters: Sequence[str]) -> Markup:
 
 
 def _cell(value: object, digits: int) -> str:
+    if isinstance(value, Markup):  # already-built HTML (a link, a highlighted value)
+        return value
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def link(href: str, text: str) -> Markup:
+    """A link to a file of the report's folder (``href`` relative to the page)."""
+    return Markup('<a href="{}">{}</a>').format(href, text)
+
+
+def image(src: str, alt: str = "") -> Markup:
+    """An ``<img>`` of a picture beside the page (not embedded: the page shows the file as it is now)."""
+    return Markup('<img src="{}" alt="{}">').format(src, alt)
+
+
+def tiles(items: Sequence[tuple[Markup, str]]) -> Markup:
+    """Pictures side by side (three to a row on a wide screen), each with its caption."""
+    return Markup('<div class="tiles">{}</div>').format(Markup("").join(Markup("<figure>{}<figcaption>{}</figcaption></figure>").format(body, caption) for body, caption in items))
+
+
+def highlighted(text: object) -> Markup:
+    return Markup('<mark>{}</mark>').format(text)
 
 
 def table(header: Sequence[object], rows: Sequence[Sequence[object]], digits: int = 4) -> Markup:
@@ -78,6 +100,36 @@ def table(header: Sequence[object], rows: Sequence[Sequence[object]], digits: in
     head = Markup("").join(Markup("<th>{}</th>").format(h) for h in header)
     body = Markup("").join(Markup("<tr>{}</tr>").format(Markup("").join(Markup("<td>{}</td>").format(_cell(v, digits)) for v in r)) for r in rows)
     return Markup("<table><tr>{}</tr>{}</table>").format(head, body)
+
+
+# Orders the rows of the table just before it by the clicked column: numbers (a cell's leading number) by value,
+# ahead of text and empty cells; the first click goes the header's data-first way, the next one reverses.
+_SORT_STYLE = Markup("<style>table.sortable th{cursor:pointer}table.sortable th[data-dir=asc]::after{content:' \\25B2'}table.sortable th[data-dir=desc]::after{content:' \\25BC'}</style>")
+_SORT_SCRIPT = Markup(
+    "<script>(t=>t.querySelectorAll('th').forEach((th,i)=>th.addEventListener('click',()=>{"
+    "const asc=th.dataset.dir?th.dataset.dir==='desc':th.dataset.first==='asc';"
+    "t.querySelectorAll('th').forEach(h=>delete h.dataset.dir);th.dataset.dir=asc?'asc':'desc';"
+    "const key=r=>{const s=r.cells[i].textContent.trim(),v=parseFloat(s);return isNaN(v)?s:v};"
+    "const rows=[...t.rows].slice(1);rows.sort((a,b)=>{const x=key(a),y=key(b),nx=typeof x==='number';"
+    "if(nx!==(typeof y==='number'))return nx?-1:1;const c=nx?x-y:x.localeCompare(y);return asc?c:-c});"
+    "rows.forEach(r=>r.parentNode.appendChild(r))})))(document.currentScript.previousElementSibling)</script>"
+)
+
+
+def sortable_table(header: Sequence[object], rows: Sequence[Sequence[object]], ascending: Collection[object] = (), sorted_by: object | None = None, digits: int = 4) -> Markup:
+    """:func:`table` whose rows the reader orders by clicking a column header (a second click reverses; inline script, no CDN).
+
+    Numbers sort by value (``0.89 ± 0.01`` by 0.89), ahead of text and empty cells. A column sorts high-first on its
+    first click, low-first when it is in ``ascending`` (text, losses); ``sorted_by`` marks the order the rows are in.
+    """
+
+    def th(h: object) -> Markup:
+        first = "asc" if h in ascending else "desc"
+        return Markup('<th data-first="{}"{}>{}</th>').format(first, Markup(' data-dir="{}"').format(first) if h == sorted_by else "", h)
+
+    head = Markup("").join(th(h) for h in header)
+    body = Markup("").join(Markup("<tr>{}</tr>").format(Markup("").join(Markup("<td>{}</td>").format(_cell(v, digits)) for v in r)) for r in rows)
+    return _SORT_STYLE + Markup('<table class="sortable"><tr>{}</tr>{}</table>').format(head, body) + _SORT_SCRIPT
 
 
 def preformatted(lines: Sequence[str]) -> Markup:
@@ -97,4 +149,4 @@ def write_page(path: Path | str, title: str, sections: Sequence[Section], subtit
     return atomic_write_text(path, render_page(title, sections, subtitle))
 
 
-__all__ = ["Card", "Section", "figure", "gallery", "paragraph", "preformatted", "render_page", "table", "write_page"]
+__all__ = ["Card", "Section", "figure", "gallery", "highlighted", "image", "link", "tiles", "paragraph", "preformatted", "render_page", "sortable_table", "table", "write_page"]

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from ..errors import TrainingError
 from ..io import atomic_write_json
-from ..metrics import multilabel_metrics
+from ..metrics import multilabel_metrics, tune_thresholds
 from ..report.figures import plot_lr_find
 from ..runs import RunDir
 from .bags import train_slots
@@ -126,18 +126,22 @@ def train_one_epoch(setup: TrainingSetup, boundary: int, optim: PhaseOptim, loss
 
 
 def validate(setup: TrainingSetup, boundary: int) -> dict[str, Any]:
-    """Metrics of the val part at threshold 0.5 (empty without a val part)."""
+    """Metrics of the val part at threshold 0.5 (empty without a val part), plus ``samples_f1_tuned``:
+    samples-F1 at thresholds tuned on the val part itself, as the shipped model decides (optimistic, for the curves)."""
     y_val = setup.labels("val")
+    if not len(y_val):
+        return {}
     probs = setup.predict_part(boundary, "val")
-    return multilabel_metrics(y_val, probs, 0.5, setup.ds.classes) if len(y_val) else {}
+    mode = setup.cfg.train.threshold_mode
+    return multilabel_metrics(y_val, probs, 0.5, setup.ds.classes) | {"samples_f1_tuned": multilabel_metrics(y_val, probs, tune_thresholds(y_val, probs, mode), setup.ds.classes)["samples_f1"]}
 
 
-def epoch_row(phase_name: str, epoch: int, lr: float, train_loss: float, val: dict[str, Any], seconds: float) -> dict[str, Any]:
-    """One line of metrics.csv."""
+def epoch_row(phase_name: str, epoch: int, lr: float, train_loss: float, val: dict[str, Any], seconds: float, lr_end: float = float("nan")) -> dict[str, Any]:
+    """One line of metrics.csv: ``lr`` is the phase's peak (one-cycle) LR, ``lr_end`` the head's LR as the epoch ended."""
     nan = float("nan")
     return {
-        "phase": phase_name, "epoch": epoch, "lr": round(lr, 8), "train_loss": round(train_loss, 5),
-        "val_loss": round(val.get("bce_loss", nan), 5), "val_samples_f1": round(val.get("samples_f1", nan), 5),
+        "phase": phase_name, "epoch": epoch, "lr": round(lr, 8), "lr_end": float(f"{lr_end:.4g}"), "train_loss": round(train_loss, 5),
+        "val_loss": round(val.get("bce_loss", nan), 5), "val_samples_f1": round(val.get("samples_f1", nan), 5), "val_samples_f1_tuned": round(val.get("samples_f1_tuned", nan), 5),
         "val_micro_f1": round(val.get("micro_f1", nan), 5), "val_mAP": round(val.get("mAP", nan), 5), "seconds": round(seconds, 2),
     }  # fmt: skip
 
@@ -166,7 +170,7 @@ def run_phase(setup: TrainingSetup, phase_index: int, boundary: int, run: RunDir
         desc = f"{phase.name} {epoch + 1}/{phase.epochs}"
         train_loss = train_one_epoch(setup, boundary, optim, loss_fn, epoch_seed(t.seed, phase_index, epoch), desc, progress)
         val = validate(setup, boundary)
-        row = epoch_row(phase.name, epoch + 1, lr, train_loss, val, time.time() - t0)
+        row = epoch_row(phase.name, epoch + 1, lr, train_loss, val, time.time() - t0, max(g["lr"] for g in optim.optimizer.param_groups))
         _log_epoch(row, phase.epochs)
         state.history.append(row)
         state.phase, state.epoch, state.lr = phase_index, epoch + 1, lr

@@ -34,7 +34,8 @@ from .distill import load_teacher, soft_targets
 from .finalize import finalize
 from .loop import EpochCallback, find_lr, run_phase
 from .losses import make_loss
-from .saver import CheckpointSaver
+from .dashboard import write_dashboard
+from .saver import CheckpointSaver, best_row
 from .setup import TrainingSetup, phase_boundaries, prepare, versions
 from .rundata import check_data, record_data
 from .state import TrainState
@@ -129,12 +130,14 @@ def _train_locked(cfg: Config | None, run: RunDir, resume: bool, progress: bool,
         write_run_files(cfg, run, setup.split, setup.ds)
     run_phases(setup, run, state, progress, callbacks)
     if state.history and setup.dist.is_main:
-        plot_training_curves(state.history, run.curves)
+        phases = [(p.name, p.epochs_run) for p in cfg.train.phases]
+        plot_training_curves(state.history, run.curves, best_row(state.history, phases, cfg.train.select))
     result = finalize(setup, run) | {"train_seconds": round(time.time() - t_start, 1)}
     if setup.dist.enabled:
         log.info("rank %d/%d final weights sha %s", setup.dist.rank, setup.dist.world, weights_digest(setup.model))
     if setup.dist.is_main:
         atomic_write_json(run.result, result)
+        write_dashboard(run.path)
     return result
 
 

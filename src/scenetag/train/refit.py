@@ -30,6 +30,7 @@ from ..metrics import tune_thresholds
 from ..runs import RunDir, locked
 from .recipe import cache_dir_of, train_or_resume
 from .rundata import load_run_data
+from .dashboard import write_dashboard
 from .saver import selected_epoch
 
 log = logging.getLogger(__name__)
@@ -121,6 +122,7 @@ def refit(run_dir: Path | str, progress: bool = True) -> dict[str, Any]:
         model, refitted = load_model(run.refit.best)
         evaluated = read_checkpoint(run.best)["meta"]
         save_checkpoint(run.final, model, final_meta(evaluated, refitted, len(whole.train), rcfg))
+    write_dashboard(run.path)  # it now links final.pt
     return {"final": str(run.final), "n_images": len(whole.train), "train_seconds": result.get("train_seconds"), "reused": bool(result.get("reused"))}
 
 

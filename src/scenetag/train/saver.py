@@ -15,11 +15,21 @@ from ..runs import RunDir
 from .state import TrainState
 
 # Columns of metrics.csv, one row per epoch.
-EPOCH_FIELDS = ["phase", "epoch", "lr", "train_loss", "val_loss", "val_samples_f1", "val_micro_f1", "val_mAP", "seconds"]
+EPOCH_FIELDS = ["phase", "epoch", "lr", "lr_end", "train_loss", "val_loss", "val_samples_f1", "val_samples_f1_tuned", "val_micro_f1", "val_mAP", "seconds"]
 
 
 def write_metrics_csv(path, rows: list[dict]) -> None:
     atomic_write_csv(path, [EPOCH_FIELDS] + [[r.get(k, "") for k in EPOCH_FIELDS] for r in rows])
+
+
+def best_row(history: list[dict[str, Any]], phases: list[tuple[str, int]], select: str) -> int | None:
+    """Index in ``history`` of the epoch best.pt holds; ``phases``: (name, epochs) of the recipe's phases."""
+    try:
+        phase_index, epoch = selected_epoch(history, [n for _, n in phases], select)
+    except ValueError:  # not every epoch of the recipe is in the history (an unfinished run)
+        return None
+    name = phases[phase_index][0]
+    return next((i for i, r in enumerate(history) if r["phase"] == name and int(r["epoch"]) == epoch), None)
 
 
 def selection_score(val_metrics: dict[str, Any], select: str, epochs_done: int) -> float:

@@ -12,7 +12,6 @@ was audited, how, and the counts).
 """
 from __future__ import annotations
 
-import io
 import json
 import logging
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..config import Config, load_config
-from ..data.images import open_image
+from ..data.images import thumbnail_jpeg
 from ..data.splits import Split
 from ..data.label_issues import RANKINGS, SUSPECT_KINDS, Suspect, corrected, cutoffs, pair_scores, suspects
 from ..data.layouts import write_labels_csv
@@ -96,18 +95,10 @@ def count_by_label_and_kind(found: Sequence[Suspect], classes: Sequence[str]) ->
     return {c: {kind: sum(1 for s in found if s.label == c and s.kind == kind) for kind in SUSPECT_KINDS} for c in classes}
 
 
-def _thumbnail(path: str, side: int = 180) -> bytes:
-    img = open_image(path)
-    img.thumbnail((side, side))
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=80)
-    return buf.getvalue()
-
-
 def write_report(path: Path, found: Sequence[Suspect], counts: dict[str, dict[str, int]], summary: dict[str, Any]) -> Path:
     """report.html: counts per label and kind, then the suspects as a gallery filterable by label and kind."""
     cards = [
-        Card(_thumbnail(s.image), [Path(s.image).name, f"{'add' if s.kind == 'missing' else 'remove'} {s.label}?", f"probability {s.probability:.2f}, score {s.score:.2f}"], {"label": s.label, "kind": s.kind})
+        Card(thumbnail_jpeg(s.image), [Path(s.image).name, f"{'add' if s.kind == 'missing' else 'remove'} {s.label}?", f"probability {s.probability:.2f}, score {s.score:.2f}"], {"label": s.label, "kind": s.kind})
         for s in found[:GALLERY_LIMIT]
     ]
     shown = f"the {len(cards)} most suspicious of {len(found)}" if len(found) > len(cards) else f"all {len(found)}"

@@ -5,10 +5,11 @@ part (``test``/``val``) of a run folder, read from its config and split.json.
 """
 from __future__ import annotations
 
-import csv
 import logging
+import os
 import re
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
@@ -16,15 +17,16 @@ import numpy as np
 
 from ..config import load_config
 from ..data.dataset import MultiLabelDataset
-from ..data.images import DEFAULT_MAX_PIXELS, open_image
+from ..data.images import DEFAULT_MAX_PIXELS, open_image, thumbnail_jpeg
 from ..data.layouts import load_dataset
 from ..errors import DataError
 from ..infer.predictor import Predictor
 from ..io import atomic_write_json
-from ..metrics import METRIC_KEYS, PER_LABEL_KEYS, apply_thresholds, errors_by_kind, expected_calibration_error, multilabel_metrics, per_image_bce
-from ..report.figures import plot_confusion_matrices, plot_image_grid, plot_pr_curves, plot_reliability, plot_training_curves, result_caption
-from ..report.html import Section, figure, table, write_page
-from ..runs import RunDir
+from ..metrics import METRIC_KEYS, PER_LABEL_KEYS, apply_thresholds, cross_label_confusion, errors_by_kind, expected_calibration_error, multilabel_metrics, per_image_bce
+from ..report.figures import plot_confusion_matrices, plot_image_grid, plot_pr_curves, plot_reliability, result_caption
+from ..report.html import Card, Section, figure, gallery, link, paragraph, table, write_page
+from ..runs import REPORT_PAGE, RunDir
+from ..train.dashboard import write_dashboard
 from ..train.rundata import load_run_parts
 
 log = logging.getLogger(__name__)
@@ -58,11 +60,15 @@ def evaluate_checkpoint(model_path, out, data=None, labels=None, fmt: str = "aut
     if split and predictor.meta.get("refit"):
         raise DataError(f"{model_path}: a refit model, trained on every image of its run including the {split} part, so scoring that part says nothing; evaluate the run's best.pt (its metrics are final.pt's estimate) or use --data with new images")
     probs = predictor.dataset_probabilities(ds, progress=progress)
-    scored = Scored(ds, probs, apply_thresholds(probs, predictor.thresholds, fallback), predictor.thresholds, max_pixels)
+    source = f"the {split} part of run {Path(data or model_path.parent).resolve()}" if split else f"data set {ds.root}"
+    tuned_on = predictor.meta.get("metrics", {}).get("val", {}).get("n_images")
+    scored = Scored(ds, probs, apply_thresholds(probs, predictor.thresholds, fallback), predictor.thresholds, max_pixels, source, tuned_on)
     m = scored_metrics(scored, fallback)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "metrics.json", m)
     write_evaluation_report(out, scored, m, model_path, n_grid)
+    if split and RunDir(data or model_path.parent).result.is_file():
+        write_dashboard(data or model_path.parent)  # the run's page now shows this evaluation
     return m
 
 
@@ -75,6 +81,8 @@ class Scored:
     pred: np.ndarray
     thresholds: np.ndarray
     max_pixels: int
+    source: str = ""  # which images: "the test part of run R" or "data set D"
+    tuned_on: int | None = None  # validation images the thresholds were tuned on (from the model's metadata)
 
     @property
     def y(self) -> np.ndarray:
@@ -96,7 +104,8 @@ def scored_metrics(s: Scored, fallback: bool) -> dict:
 def _result_grid(s: Scored, indices: Sequence[int], path: Path, title: str) -> Path:
     classes = list(s.ds.classes)
     images = [open_image(s.ds.paths[i], s.max_pixels) for i in indices]
-    captions = [result_caption(s.ds.paths[i].name, s.ds.label_names(i), [c for c, v in zip(classes, s.pred[i]) if v], dict(zip(classes, s.probs[i]))) for i in indices]
+    thresholds = dict(zip(classes, s.thresholds.tolist()))
+    captions = [result_caption(s.ds.paths[i].name, s.ds.label_names(i), [c for c, v in zip(classes, s.pred[i]) if v], dict(zip(classes, s.probs[i])), thresholds) for i in indices]
     return plot_image_grid(images, captions, path, ncols=5, title=title)
 
 
@@ -119,22 +128,53 @@ def error_sections(out: Path, s: Scored, counts: dict[str, dict[str, int]], per_
     return sections
 
 
-def _figures(out: Path, s: Scored, model_path: Path, n_grid: int, eces: Sequence[float]) -> list[Section]:
+def _figures(out: Path, s: Scored, n_grid: int, eces: Sequence[float]) -> list[Section]:
     y, classes = s.y, list(s.ds.classes)
     sample = sorted(np.random.default_rng(0).permutation(len(s.ds))[: min(n_grid, len(s.ds))].tolist())
     worst = np.argsort(-per_image_bce(y, s.probs))[: min(15, len(s.ds))].tolist()
-    sections = [
-        Section("Predictions", figure(_result_grid(s, sample, out / "predictions.png", "True vs predicted labels")), "Random images: correct labels green, missed orange, extra red, with probabilities."),
-        Section("Highest loss", figure(_result_grid(s, worst, out / "highest_loss.png", "Highest-loss images")), "The images the model gets most wrong (largest per-image BCE)."),
+    legend = "correct labels green, missed orange, extra red, each with probability/threshold."
+    return [
+        Section("Predictions", figure(_result_grid(s, sample, out / "predictions.png", "True vs predicted labels")), f"Random images: {legend}"),
+        Section("Highest loss", figure(_result_grid(s, worst, out / "highest_loss.png", "Highest-loss images")), f"The images the model gets most wrong (largest per-image BCE): {legend}"),
         Section("Confusion per label", figure(plot_confusion_matrices(y, s.pred, classes, out / "confusion.png")), "A 2x2 confusion matrix for each label at its threshold."),
-        Section("Precision-recall", figure(plot_pr_curves(y, s.probs, s.thresholds, classes, out / "pr_curves.png")), "Per label, with the tuned threshold marked."),
-        Section("Calibration", figure(plot_reliability(y, s.probs, classes, eces, out / "reliability.png")), "Reliability diagrams and expected calibration error per label."),
+        Section("Precision-recall", figure(plot_pr_curves(y, s.probs, s.thresholds, classes, out / "pr_curves.png")), "Per label, zoomed to the useful range; the big marker is the tuned threshold."),
+        Section("Calibration", figure(plot_reliability(y, s.probs, classes, eces, out / "reliability.png")), "Reliability diagrams (numbers: images per bin) and expected calibration error per label."),
     ]
-    run_csv = RunDir(model_path.parent).metrics_csv
-    rows = list(csv.DictReader(open(run_csv))) if run_csv.is_file() else []
-    if rows:
-        sections.append(Section("Training curves", figure(plot_training_curves(rows, out / "curves.png")), "Loss and validation metrics per epoch of the run."))
-    return sections
+
+
+def thresholds_caption(s: Scored) -> str:
+    tuned = f"tuned to maximise each label's F1 on the run's {s.tuned_on} validation images" if s.tuned_on else "stored in the model"
+    return (f"A label is given when its probability reaches its threshold ({tuned}, never on these images); an image with no label "
+            "at its threshold gets its most likely label. The pictures below show each label's probability/threshold.")  # fmt: skip
+
+
+def cross_label_section(s: Scored) -> Section:
+    counts = cross_label_confusion(s.y, s.pred)
+    support = s.y.sum(0)
+    rows = [[f"{c} ({int(support[i])})", *(f"{int(counts[i, j])} ({counts[i, j] / max(support[i], 1):.0%})" for j in range(len(s.ds.classes)))] for i, c in enumerate(s.ds.classes)]
+    return Section("Cross-label confusion", table(["true label (images)", *(f"tagged {c}" for c in s.ds.classes)], rows),
+                   "Row X, column Y: images labelled X that were tagged Y although not labelled Y (the diagonal: tagged X, the recall). E.g. how often a sunset is also tagged sea.")  # fmt: skip
+
+
+GALLERY_LIMIT = 400
+
+
+def gallery_section(s: Scored) -> Section:
+    """Every scored image (up to GALLERY_LIMIT), filterable by label and by outcome, with its probabilities and loss."""
+    classes, losses = list(s.ds.classes), per_image_bce(s.y, s.probs)
+    cards = []
+    for i in range(min(len(s.ds), GALLERY_LIMIT)):
+        true, pred = set(s.ds.label_names(i)), {c for c, v in zip(classes, s.pred[i]) if v}
+        outcome = [name for name, wrong in (("false positive", pred - true), ("false negative", true - pred)) if wrong] or ["correct"]
+        probs = " · ".join(f"{c} {p:.2f}" for c, p in zip(classes, s.probs[i]))
+        lines = [s.ds.paths[i].name, f"labels: {', '.join(sorted(true)) or '-'}", f"tagged: {', '.join(sorted(pred)) or '-'}", probs, f"loss {losses[i]:.3f}"]
+        cards.append(Card(thumbnail_jpeg(s.ds.paths[i], max_pixels=s.max_pixels), lines, {"label": "|".join(sorted(true | pred)), "outcome": "|".join(outcome)}))
+    shown = f"the first {len(cards)} of {len(s.ds)}" if len(s.ds) > len(cards) else f"all {len(cards)}"
+    return Section("Every image", gallery(cards, ["label", "outcome"]), f"{shown} scored images; filter by a label (given or tagged) and by outcome (false positive: a label tagged but not given; false negative: given but not tagged).")
+
+
+def _rel_link(out: Path, target: Path) -> str:
+    return Path(os.path.relpath(target, out)).as_posix()
 
 
 def write_evaluation_report(out: Path, s: Scored, m: dict, model_path: Path, n_grid: int) -> Path:
@@ -142,8 +182,14 @@ def write_evaluation_report(out: Path, s: Scored, m: dict, model_path: Path, n_g
     keys = list(METRIC_KEYS) + ["mean_ece"]
     cols = list(PER_LABEL_KEYS[:4]) + ["ece"] + list(PER_LABEL_KEYS[4:])
     eces = [m["ece"][c] for c in s.ds.classes]
+    run = RunDir(out.parent)
+    back = paragraph("") + link(_rel_link(out, run.dashboard), "the run's page: training curves, LR finder, config, data") if run.result.is_file() else paragraph("")
     sections = [
-        Section("Metrics", table(("metric", "value"), [(k, m[k]) for k in keys])),
-        Section("Per label", table(["label"] + cols, [[c] + [r[k] for k in cols] for c, r in m["per_label"].items()])),
-    ] + _figures(out, s, model_path, n_grid, eces) + error_sections(out, s, m["errors_by_kind"])
-    return write_page(out / "report.html", f"Evaluation of {model_path.name}", sections, subtitle=[f"{m['n_images']} images from {s.ds.root}"])
+        Section("Metrics", table(("metric", "value"), [(k, m[k]) for k in keys]) + back),
+        Section("Per label", table(["label"] + cols, [[c] + [r[k] for k in cols] for c, r in m["per_label"].items()]), thresholds_caption(s)),
+        cross_label_section(s),
+        gallery_section(s),
+    ] + _figures(out, s, n_grid, eces) + error_sections(out, s, m["errors_by_kind"])
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    subtitle = [f"{model_path} scored on {m['n_images']} images: {s.source or s.ds.root}; {when}"]
+    return write_page(out / REPORT_PAGE, f"Evaluation of {model_path.name}", sections, subtitle=subtitle)

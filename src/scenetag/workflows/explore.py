@@ -23,6 +23,7 @@ from ..data.images import DEFAULT_MAX_PIXELS, open_image
 from ..errors import DataError
 from ..io import atomic_write_json
 from ..report.html import Section, figure, paragraph, preformatted, table, write_page
+from ..runs import REPORT_PAGE
 from ..report.figures import (
     plot_combinations,
     plot_heatmap,
@@ -227,7 +228,7 @@ def write_report(out: Path, summary: dict, figures: Sequence[tuple[str, str, Pat
         Section("Most frequent pairs", table(("A + B", "images with both", "P(B | A)", "P(A | B)"), pairs) if pairs else paragraph("No two labels ever occur together.")),
         Section("Image sizes", table(("", "min", "median", "max"), sizes) + table(("most common size", "images"), [(s["size"], s["count"]) for s in sz["most_common"]])),
     ] + [Section(heading, figure(path), caption) for heading, caption, path in figures]
-    return write_page(Path(out) / "report.html", title, sections, subtitle=[summary.get("source", "")])
+    return write_page(Path(out) / REPORT_PAGE, title, sections, subtitle=[summary.get("source", "")])
 
 
 # --------------------------------------------------------------------------- entry point
@@ -305,7 +306,7 @@ def explore(ds: MultiLabelDataset, out: Path, samples_per_class: int = 4, seed: 
         "samples.png": _sample_grid(ds, out, samples_per_class, seed, max_pixels) if samples_per_class > 0 else None,
     }
     figures = [(heading, caption, paths[name]) for name, heading, caption in FIGURES if paths.get(name) is not None]
-    summary["files"] = [p.name for _, _, p in figures] + ["summary.json", "report.html"]
+    summary["files"] = [p.name for _, _, p in figures] + ["summary.json", REPORT_PAGE]
     atomic_write_json(out / "summary.json", summary)
     write_report(out, summary, figures)
     log.info("exploration report of %d images written to %s in %.1fs", len(ds), out, time.perf_counter() - t0)

@@ -13,7 +13,8 @@ from ..config import Config
 from ..data.layouts import load_dataset
 from ..io import atomic_write_json
 from ..metrics import METRIC_KEYS
-from ..runs import RunDir
+from ..runs import REPORT_PAGE, RunDir
+from ..train.dashboard import write_dashboard
 from ..train.recipe import train_or_resume
 from ..train.refit import refit as refit_run
 from .evaluate import evaluate_checkpoint
@@ -33,7 +34,7 @@ def main_job(cfg: Config, run_dir, progress: bool = True, say: Say = lambda line
     ds = load_dataset(cfg.data.path, cfg.data.labels, cfg.data.format)
     summary = explore(ds, run.explore, max_pixels=cfg.data.max_pixels)
     seconds["explore"] = time.time() - t0
-    say("\n".join(summary["text"]) + f"\nexploration report: {run.explore / 'report.html'}")
+    say("\n".join(summary["text"]) + f"\nexploration report: {run.explore / REPORT_PAGE}")
     t1 = time.time()
     result = train_or_resume(cfg, run.path, progress=progress)
     seconds["train"] = time.time() - t1
@@ -56,4 +57,5 @@ def main_job(cfg: Config, run_dir, progress: bool = True, say: Say = lambda line
         "test": {k: evaluation[k] for k in METRIC_KEYS} | {"n_images": evaluation["n_images"]} if evaluation else None,
     }
     atomic_write_json(run.summary, record)
-    return {"result": result, "evaluation": evaluation, "refit": refitted, "record": record}
+    write_dashboard(run.path)  # now with the evaluation, final.pt and the step times
+    return {"result": result, "evaluation": evaluation, "refit": refitted, "record": record, "dashboard": str(run.dashboard)}
