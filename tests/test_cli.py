@@ -58,9 +58,16 @@ def test_run_command_explores_trains_evaluates_then_reuses(synth_dir, tmp_path, 
     out = capsys.readouterr().out
     assert "60 images, 5 classes" in out and "samples_f1" in out and "held-out estimate" in out
     assert f"refit on all 60 labelled images" in out and "final.pt is the model to ship" in out
-    evaluated_kinds = json.loads((tmp_path / "r" / "evaluation" / "metrics.json").read_text())["errors_by_kind"]
-    disputed = sum(k["missed"] + k["extra"] for k in evaluated_kinds.values())
-    assert f"the model disputes {disputed} (image, label) pairs" in out and f"scenetag audit --data {synth_dir}" in out and "scenetag review --audit" in out
+    from scenetag.data.label_issues import cleanlab_flags
+    from scenetag.infer.outputs import read_label_columns, read_probabilities
+
+    classes = ["desert", "mountains", "sea", "sunset", "trees"]
+    given, _ = read_label_columns(tmp_path / "r" / "test_predictions.csv", classes)
+    flagged = cleanlab_flags(given, read_probabilities(tmp_path / "r" / "test_predictions.csv", classes))
+    suspects = json.loads((tmp_path / "r" / "run.json").read_text())["label_suspects_in_test"]
+    assert suspects == {"pairs": int(flagged.sum()), "images": int(flagged.any(1).sum()), "test_images": len(given)}
+    assert f"labels: {suspects['pairs']} (image, label) pair(s) of the {len(given)} test images are likely label errors" in out
+    assert f"scenetag audit --data {synth_dir}" in out and "scenetag review --audit" in out and (tmp_path / "r" / "index.html").is_file()
     for f in ["explore/report.html", "best.pt", "evaluation/report.html", "evaluation/metrics.json", "run.json", "final.pt", "refit/best.pt"]:
         assert (tmp_path / "r" / f).is_file(), f
     first = json.loads((tmp_path / "r" / "run.json").read_text())

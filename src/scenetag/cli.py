@@ -287,17 +287,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         _print_refit(out["refit"])
     shipped = "final.pt, best.pt" if out["refit"] else "best.pt"
     print(f"run folder: {args.out} ({shipped}, metrics.csv, curves.png, run.json); its page: {RunDir(args.out).dashboard}")
-    if evaluation and evaluation.get("errors_by_kind"):
-        _print_audit_hint(evaluation, args.data or "DIR")
+    if out["record"].get("label_suspects_in_test"):
+        _print_audit_hint(out["record"]["label_suspects_in_test"], args.data or "DIR")
     return EXIT_OK
 
 
-def _print_audit_hint(evaluation: dict, data: str) -> None:
-    """How many test labels the model disputes, and the commands that find and fix label errors among them."""
-    disputed = sum(kinds["missed"] + kinds["extra"] for kinds in evaluation["errors_by_kind"].values())
+def _print_audit_hint(suspects: dict, data: str) -> None:
+    """How many likely label errors the test part holds, and the commands that find and fix them on every image."""
     print(
-        f"labels: the model disputes {disputed} (image, label) pairs of the {evaluation['n_images']} test images; some may be label errors. "
-        f"Find suspects on every image: scenetag audit --data {data} --out runs/audit, "
+        f"labels: {suspects['pairs']} (image, label) pair(s) of the {suspects['test_images']} test images are likely label errors (cleanlab, on {suspects['images']} image(s)). "
+        f"Find them on every image: scenetag audit --data {data} --out runs/audit (or --from-cv a `train --cv 5` folder), "
         "then fix them: scenetag review --audit runs/audit"
     )
 

@@ -10,17 +10,28 @@ import time
 from typing import Any, Callable
 
 from ..config import Config
+from ..data.label_issues import cleanlab_flags
 from ..data.layouts import load_dataset
+from ..infer.outputs import read_label_columns, read_probabilities
 from ..io import atomic_write_json
 from ..metrics import METRIC_KEYS
 from ..runs import REPORT_PAGE, RunDir
 from ..train.dashboard import write_dashboard
 from ..train.recipe import train_or_resume
+from ..train.rundata import load_run_data
 from ..train.refit import refit as refit_run
 from .evaluate import evaluate_checkpoint
 from .explore import explore
 
 Say = Callable[[str], None]
+
+
+def test_label_suspects(run: RunDir) -> dict[str, int]:
+    """Likely label errors among the test part's (image, label) pairs: cleanlab's filter on best.pt's test probabilities."""
+    classes = list(load_run_data(run.path)[0].classes)
+    given, _ = read_label_columns(run.test_predictions, classes)
+    flagged = cleanlab_flags(given, read_probabilities(run.test_predictions, classes))
+    return {"pairs": int(flagged.sum()), "images": int(flagged.any(1).sum()), "test_images": len(given)}
 
 
 def main_job(cfg: Config, run_dir, progress: bool = True, say: Say = lambda line: None, refit: bool = True) -> dict[str, Any]:
@@ -55,6 +66,7 @@ def main_job(cfg: Config, run_dir, progress: bool = True, say: Say = lambda line
         "seconds": {k: round(v, 1) for k, v in seconds.items()},
         "train_seconds": result.get("train_seconds"),
         "test": {k: evaluation[k] for k in METRIC_KEYS} | {"n_images": evaluation["n_images"]} if evaluation else None,
+        "label_suspects_in_test": test_label_suspects(run) if evaluation else None,
     }
     atomic_write_json(run.summary, record)
     write_dashboard(run.path)  # now with the evaluation, final.pt and the step times
