@@ -279,6 +279,27 @@ def _set_path(d: dict[str, Any], key: str, value: Any) -> None:
         raise ConfigError(f"unknown config key: {key}")
 
 
+def flatten_config(value: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"train": {"lr": 1}}`` -> ``{"train.lr": 1}``; lists of mappings by index (``train.phases.1.lr``), other lists as values."""
+    if isinstance(value, dict):
+        items = [(str(k), v) for k, v in value.items()]
+    elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        items = [(str(i), v) for i, v in enumerate(value)]
+    else:
+        return {prefix: value}
+    flat: dict[str, Any] = {}
+    for key, sub in items:
+        flat |= flatten_config(sub, f"{prefix}.{key}" if prefix else key)
+    return flat
+
+
+def same_setting(a: Any, b: Any) -> bool:
+    """Equal values, or two spellings of one path (``../data`` and its absolute form: runs store theirs absolute)."""
+    if a == b:
+        return True
+    return isinstance(a, str) and isinstance(b, str) and bool(a) and bool(b) and ("/" in a or "/" in b) and Path(a).resolve() == Path(b).resolve()
+
+
 def config_diff(a: Config, b: Config) -> list[str]:
     """Dotted keys whose values differ between two configs (``train.phases.1.lr``, ``model.backbone``)."""
 

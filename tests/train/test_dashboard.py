@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from scenetag.runs import RunDir
-from scenetag.train.dashboard import _same, flat, write_dashboard
+from scenetag.config import flatten_config, same_setting
+from scenetag.train.dashboard import write_dashboard
 from scenetag.train.saver import EPOCH_FIELDS, best_row, selected_epoch
 
 
@@ -71,5 +72,6 @@ def test_best_row_is_the_epoch_best_pt_holds():
 
 
 def test_flat_keys_and_path_spellings(tmp_path):
-    assert flat({"a": {"b": 1, "c": {"d": [1, 2]}}, "e": "x"}) == {"a.b": 1, "a.c.d": [1, 2], "e": "x"}
-    assert _same(str(tmp_path / "d"), str(tmp_path / "x" / ".." / "d")) and not _same("bicubic", "bilinear") and _same(3, 3)
+    assert flatten_config({"a": {"b": 1, "c": {"d": [1, 2]}}, "e": "x"}) == {"a.b": 1, "a.c.d": [1, 2], "e": "x"}
+    assert same_setting(str(tmp_path / "d"), str(tmp_path / "x" / ".." / "d")) and not same_setting("bicubic", "bilinear") and same_setting(3, 3)
+    assert not same_setting("a/b", "a/c")

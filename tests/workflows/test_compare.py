@@ -16,7 +16,8 @@ from scenetag.io import atomic_write_json, atomic_write_text
 from scenetag.metrics import METRIC_KEYS
 from scenetag.runs import RunDir
 from scenetag.train.cv import summarise_folds
-from scenetag.workflows.compare import compare, flatten_config, read_run, text_lines, write_report
+from scenetag.config import flatten_config
+from scenetag.workflows.compare import compare, read_run, text_lines, write_report
 
 from ..conftest import tiny_cfg
 

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..config import Config, load_config
+from ..config import Config, flatten_config, load_config, same_setting
 from ..metrics import METRIC_KEYS
 from ..report.html import Section, highlighted, image, link, paragraph, table, tiles, write_page
 from ..runs import REPORT_PAGE, RunDir
@@ -21,17 +21,6 @@ from .rundata import load_run_parts
 
 log = logging.getLogger(__name__)
 PARTS = ("train", "val", "test")
-
-
-def flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"train": {"lr": 1}}`` -> ``{"train.lr": 1}``; lists stay values."""
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out |= flat(value, f"{prefix}{key}.")
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -65,14 +54,9 @@ def data_section(run: RunDir, cfg: Config) -> Section:
     return Section("Data", table(["label", *PARTS], rows), f"Images per label in each part of the split (seed {cfg.train.seed}); data: {source}.")
 
 
-def _same(value: Any, default: Any) -> bool:
-    """Equal, or two spellings of one path (a run stores its data path absolute)."""
-    return value == default or (isinstance(value, str) and isinstance(default, str) and bool(value) and Path(value).resolve() == Path(default).resolve())
-
-
 def config_section(cfg: Config) -> Section:
-    values, defaults = flat(cfg.to_dict()), flat(load_config(None).to_dict())
-    changed = [k for k in values if not _same(values[k], defaults.get(k))]
+    values, defaults = flatten_config(cfg.to_dict()), flatten_config(load_config(None).to_dict())
+    changed = [k for k in values if not same_setting(values[k], defaults.get(k))]
     rows = [[highlighted(k), highlighted(values[k]), defaults.get(k, "")] if k in changed else [k, values[k], ""] for k in values]
     return Section("Configuration", table(["key", "value", "default (when changed)"], rows), f"{len(changed)} key(s) differ from the defaults, highlighted: {', '.join(changed) or 'none'}.")
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..config import load_config
+from ..config import flatten_config, load_config, same_setting
 from ..errors import ConfigError, DataError, UsageError
 from ..metrics import METRIC_KEYS
 from ..report.html import Section, paragraph, sortable_table, table, write_page
@@ -80,20 +80,6 @@ def _numbers(values: Any, where: Path) -> dict[str, float]:
     return found
 
 
-def flatten_config(value: Any, prefix: str = "") -> dict[str, Any]:
-    """``{"train": {"lr": 1}}`` -> ``{"train.lr": 1}``; lists of mappings by index (``train.phases.1.lr``), other lists as values."""
-    if isinstance(value, dict):
-        items = [(str(k), v) for k, v in value.items()]
-    elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-        items = [(str(i), v) for i, v in enumerate(value)]
-    else:
-        return {prefix: value}
-    flat: dict[str, Any] = {}
-    for key, sub in items:
-        flat |= flatten_config(sub, f"{prefix}.{key}" if prefix else key)
-    return flat
-
-
 def _flat_config(path: Path) -> dict[str, Any]:
     """A run's saved config with today's defaults filled in (an older run lacks newer keys), flattened."""
     if not path.is_file():
@@ -130,7 +116,7 @@ def differing_keys(configs: Sequence[dict[str, Any]]) -> list[str]:
     """Flattened keys whose values are not the same in every config (absent counts as a value), in config order."""
     keys = list(dict.fromkeys(k for c in configs for k in c))
     missing = object()
-    return [k for k in keys if k not in IGNORED_KEYS and any(c.get(k, missing) != configs[0].get(k, missing) for c in configs[1:])]
+    return [k for k in keys if k not in IGNORED_KEYS and any(not same_setting(c.get(k, missing), configs[0].get(k, missing)) for c in configs[1:])]
 
 
 def sort_runs(runs: Sequence[RunSummary], metric: str) -> list[RunSummary]:
