@@ -80,6 +80,26 @@ def audit_quality(given: np.ndarray, probs: np.ndarray, thresholds: np.ndarray, 
     return out
 
 
+def disputed_on_clean_labels(clean_cv: RunDir, k: int, clean, threshold_mode: str) -> np.ndarray:
+    """(images, labels) in data order: the pairs the recipe trained on the *original* labels disputes (margin > 0, out of fold).
+
+    A top suspect that was not planted but is disputed here too is most likely an error (or an
+    ambiguity) of the original labels, not a mistake of the audit.
+    """
+    given, probs = out_of_fold(clean_cv, k, clean.labels, clean.classes)
+    ids = np.concatenate([np.asarray(json.loads(clean_cv.fold(i).split.read_text())["test"]) for i in range(k)])
+    disputed = np.zeros(clean.labels.shape, dtype=bool)
+    disputed[ids] = pair_scores(given, probs, tune_thresholds(given, probs, threshold_mode), "margin")[1]
+    return disputed
+
+
+def top_misses(scores: np.ndarray, planted: np.ndarray, disputed: np.ndarray) -> dict:
+    """Among the top-N pairs (N = planted), the ones not planted, and how many of those the clean-label model disputes too."""
+    top = np.argsort(-scores, axis=None, kind="stable")[: int(planted.sum())]
+    misses = top[~planted.ravel()[top]]
+    return {"not_planted": int(len(misses)), "disputed_on_original_labels": int(disputed.ravel()[misses].sum())}
+
+
 def suggested_labels(noisy: np.ndarray, order: np.ndarray, given: np.ndarray, probs: np.ndarray, thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(labels, accepted pairs in out-of-fold order): what `scenetag audit` writes as labels.suggested.csv with its defaults."""
     ranking = RANKINGS[0]
@@ -134,6 +154,10 @@ def main() -> None:
     order = np.concatenate([np.asarray(json.loads(cv.fold(i).split.read_text())["test"]) for i in range(args.k)])
     thresholds = tune_thresholds(given, probs, load_config(None, base).train.threshold_mode)
     rankings = audit_quality(given, probs, thresholds, planted[order])
+    if RunDir(args.clean).cv_summary.is_file():
+        disputed = disputed_on_clean_labels(RunDir(args.clean), args.k, clean, load_config(None, base).train.threshold_mode)[order]
+        for name in RANKINGS:
+            rankings[name]["top_n_misses"] = top_misses(pair_scores(given, probs, thresholds, name)[0], planted[order], disputed)
     clean_f1 = json.loads(RunDir(args.clean).cv_summary.read_text())["mean"]["samples_f1"] if RunDir(args.clean).cv_summary.is_file() else None
     training = {"noisy labels (default recipe)": mean_std(on_original)}
     fixed, accepted = suggested_labels(noisy, order, given, probs, thresholds)
@@ -151,7 +175,7 @@ def main() -> None:
         "training_on_noisy_labels_scored_on_original": training,
     }
     for name, q in rankings.items():
-        print(f"{name:>9}: precision@N {q['precision_at_n']:.3f}  recall@2N {q['recall_at_2n']:.3f}  AUROC {q['auroc']:.3f}  suspects {q['suspects']} ({q['planted_among_suspects']} planted)")
+        print(f"{name:>9}: precision@N {q['precision_at_n']:.3f}  recall@2N {q['recall_at_2n']:.3f}  AUROC {q['auroc']:.3f}  suspects {q['suspects']} ({q['planted_among_suspects']} planted); top-N not planted: {q.get('top_n_misses')}")
         for row in q["cutoffs"]:
             print(f"{name:>9} > {row['min_score']:.2f}: {row['suspects']} suspects, {row['precision']:.3f} of them planted, {row['recall']:.3f} of the planted found")
     print(f"audit-corrected labels: {summary['corrected_labels']}")

@@ -7,7 +7,7 @@
 2. `scenetag serve` on a free loopback port, for each setting (dynamic batching with the
    defaults, and ``--max-batch 1`` as the same service without batching): ``--clients``
    concurrent clients, each sending single-image requests over its own connection until
-   the photos are used up, while a prober asks ``/health`` every 20 ms. Reports images/s,
+   the photos are used up, while a prober in its own process asks ``/health`` every 20 ms. Reports images/s,
    its ratio to the CLI's, p50/p95 latency, non-2xx answers, answers that differ from the
    CLI's labels, and ``/health`` p50/p99 during the load.
 3. One client alone, 40 sequential single-image requests: p50/p95 latency.
@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures as cf
 import csv
+import json
 import socket
 import subprocess
 import sys
@@ -66,13 +67,23 @@ def start_server(model: Path, extra: list[str]) -> tuple[subprocess.Popen, str]:
     raise SystemExit("the server did not start")
 
 
-def probe_health(url: str, stop: threading.Event, out: list[float]) -> None:
-    with httpx.Client(timeout=30) as c:
-        while not stop.is_set():
-            t = time.perf_counter()
-            c.get(url + "/health")
-            out.append((time.perf_counter() - t) * 1000)
-            stop.wait(0.02)
+PROBE = """
+import json, sys, time, urllib.request
+url, stop = sys.argv[1], sys.argv[2]
+out = []
+import os
+while not os.path.exists(stop):
+    t = time.perf_counter()
+    urllib.request.urlopen(url + "/health", timeout=30).read()
+    out.append((time.perf_counter() - t) * 1000)
+    time.sleep(0.02)
+print(json.dumps(out))
+"""
+
+
+def start_prober(url: str, stop: Path) -> subprocess.Popen:
+    """/health every 20 ms from its own process: the clients' threads must not delay the probe (one GIL)."""
+    return subprocess.Popen([sys.executable, "-c", PROBE, url, str(stop)], stdout=subprocess.PIPE, text=True)
 
 
 def load(url: str, blobs: list[tuple[str, bytes]], clients: int, reference: dict[str, list[str]]) -> dict:
@@ -94,15 +105,15 @@ def load(url: str, blobs: list[tuple[str, bytes]], clients: int, reference: dict
                 ok = r.status_code == 200 and r.json()["predictions"][0]["labels"] == reference[name]
                 done.append(((time.perf_counter() - t) * 1000, r.status_code, ok))
 
-    stop, health = threading.Event(), []
-    prober = threading.Thread(target=probe_health, args=(url, stop, health))
-    prober.start()
+    stop = Path(tempfile.mkdtemp()) / "stop"
+    prober = start_prober(url, stop)
+    time.sleep(0.5)  # the prober is up before the load starts
     t0 = time.perf_counter()
     with cf.ThreadPoolExecutor(clients) as ex:
         results = [row for rows in ex.map(lambda _: client(), range(clients)) for row in rows]
     wall = time.perf_counter() - t0
-    stop.set()
-    prober.join()
+    stop.touch()
+    health = json.loads(prober.communicate(timeout=60)[0])
     lat = np.array([r[0] for r in results])
     return {
         "clients": clients, "images_per_s": len(results) / wall, "p50_ms": float(np.percentile(lat, 50)), "p95_ms": float(np.percentile(lat, 95)),
