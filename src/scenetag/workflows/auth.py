@@ -44,18 +44,27 @@ def token_matches(presented: str | None, token: str) -> bool:
     return presented is not None and hmac.compare_digest(presented.encode(), token.encode())
 
 
+class TokenGuard:
+    """Plain ASGI middleware: 401 to a request without the token, unless its path is open."""
+
+    def __init__(self, app, token: str, open_paths: Iterable[str], open_prefixes: Iterable[str]):
+        self.app, self.token = app, token
+        self.open_paths, self.open_prefixes = frozenset(open_paths), tuple(open_prefixes)
+
+    async def __call__(self, scope, receive, send):
+        from starlette.requests import Request
+        from starlette.responses import JSONResponse
+
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path = scope["path"]
+        if path in self.open_paths or path.startswith(self.open_prefixes) or token_matches(presented_token(Request(scope)), self.token):
+            return await self.app(scope, receive, send)
+        refusal = JSONResponse({"detail": "missing or wrong token (send Authorization: Bearer <token>)"}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        await refusal(scope, receive, send)
+
+
 def require_token(app, token: str | None, open_paths: Iterable[str] = OPEN_PATHS, open_prefixes: Iterable[str] = OPEN_PREFIXES) -> None:
     """Answer 401 to every request of FastAPI ``app`` without the token, except the open paths (no-op without a token)."""
-    from fastapi import Request
-    from fastapi.responses import JSONResponse
-
-    if not token:
-        return
-    open_paths, open_prefixes = frozenset(open_paths), tuple(open_prefixes)
-
-    @app.middleware("http")
-    async def check_token(request: Request, call_next):
-        path = request.url.path
-        if path in open_paths or path.startswith(open_prefixes) or token_matches(presented_token(request), token):
-            return await call_next(request)
-        return JSONResponse({"detail": "missing or wrong token (send Authorization: Bearer <token>)"}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+    if token:
+        app.add_middleware(TokenGuard, token=token, open_paths=open_paths, open_prefixes=open_prefixes)

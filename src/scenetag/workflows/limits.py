@@ -16,7 +16,7 @@ class ServeLimits:
     body_timeout_s: float = 10.0  # longest wait for the next piece of a request body
     header_timeout_s: float = 10.0  # longest wait for a request's headers to be complete
     max_connections: int = 64  # more concurrent connections get 503 at once
-    max_batch: int = 16  # images per forward pass (dynamic batching)
+    max_batch: int = 8  # images per forward pass (dynamic batching); 16 answered /health slower under 32 clients (bench/serve_load.py)
     max_wait_ms: float = 10.0  # longest a first image waits for others to join its batch
     max_queue: int = 256  # images queued for inference; more get 503 + Retry-After
 

@@ -8,7 +8,7 @@ import logging
 import time
 from typing import Callable
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 access_log = logging.getLogger("scenetag.access")
@@ -32,29 +32,41 @@ class ServiceMetrics:
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-def route_of(request: Request, known: frozenset[str]) -> str:
+def route_of(scope, known: frozenset[str]) -> str:
     """The route's path template (``/api/image/{index}``), so metrics keep few label values; unknown paths count as one."""
-    route = getattr(request.scope.get("route"), "path", None)
+    route = getattr(scope.get("route"), "path", None)
     if route:
         return route
-    return request.url.path if request.url.path in known else "<other>"  # answered before routing (401, 413)
+    return scope["path"] if scope["path"] in known else "<other>"  # answered before routing (401, 413)
+
+
+class Observe:
+    """Plain ASGI middleware: count and time every request and log one line for it (method, path, status, images, ms)."""
+
+    def __init__(self, app, metrics: ServiceMetrics, known: Callable[[], frozenset[str]]):
+        self.app, self.metrics, self.known = app, metrics, known
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started, status = time.perf_counter(), {"code": 500}
+
+        async def send_status(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            seconds = time.perf_counter() - started
+            path = route_of(scope, self.known())
+            self.metrics.requests.labels(scope["method"], path, str(status["code"])).inc()
+            self.metrics.latency.labels(path).observe(seconds)
+            images = scope.get("state", {}).get("images")
+            access_log.info("%s %s %d%s %.0f ms", scope["method"], scope["path"], status["code"], f" {images} images" if images is not None else "", seconds * 1000)
 
 
 def instrument(app: FastAPI, metrics: ServiceMetrics) -> None:
-    """Count and time every request, and log one line for it: method, path, status, images, ms."""
-
-    @app.middleware("http")
-    async def observe(request: Request, call_next):
-        started = time.perf_counter()
-        status = 500
-        try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
-        finally:
-            seconds = time.perf_counter() - started
-            path = route_of(request, frozenset(getattr(r, "path", "") for r in app.routes))
-            metrics.requests.labels(request.method, path, str(status)).inc()
-            metrics.latency.labels(path).observe(seconds)
-            images = getattr(request.state, "images", None)
-            access_log.info("%s %s %d%s %.0f ms", request.method, request.url.path, status, f" {images} images" if images is not None else "", seconds * 1000)
+    """Count and time every request of ``app``, and log one line for it."""
+    app.add_middleware(Observe, metrics=metrics, known=lambda: frozenset(getattr(r, "path", "") for r in app.routes))

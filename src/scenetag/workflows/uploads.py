@@ -89,21 +89,31 @@ async def read_uploads(files: list[UploadFile], limits: ServeLimits) -> list[tup
     return uploads
 
 
-def body_limit(app: FastAPI, limits: ServeLimits) -> None:
-    """Refuse a declared Content-Length over the limit before reading the body."""
-    max_bytes = int(limits.max_upload_mb * 2**20)
+class BodyLimit:
+    """Refuse a declared Content-Length over the limit before reading the body (plain ASGI: no per-request task)."""
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length is not None:
-            try:
-                too_big = int(length) > max_bytes
-            except ValueError:
-                return JSONResponse({"detail": "invalid Content-Length"}, status_code=400)
-            if too_big:
-                return JSONResponse({"detail": f"request body over the {limits.max_upload_mb:g} MB limit"}, status_code=413)
-        return await call_next(request)
+    def __init__(self, app, limits: ServeLimits):
+        self.app, self.limits = app, limits
+
+    def _refusal(self, scope) -> JSONResponse | None:
+        length = Request(scope).headers.get("content-length")
+        if length is None:
+            return None
+        try:
+            too_big = int(length) > int(self.limits.max_upload_mb * 2**20)
+        except ValueError:
+            return JSONResponse({"detail": "invalid Content-Length"}, status_code=400)
+        return JSONResponse({"detail": f"request body over the {self.limits.max_upload_mb:g} MB limit"}, status_code=413) if too_big else None
+
+    async def __call__(self, scope, receive, send):
+        refusal = self._refusal(scope) if scope["type"] == "http" else None
+        if refusal is not None:
+            return await refusal(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+
+def body_limit(app: FastAPI, limits: ServeLimits) -> None:
+    app.add_middleware(BodyLimit, limits=limits)
 
 
 def header_timeout_protocol(seconds: float):
