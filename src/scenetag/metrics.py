@@ -41,6 +41,11 @@ def apply_thresholds(probs: np.ndarray, thresholds: np.ndarray | float, fallback
     return pred
 
 
+def samples_f1(y: np.ndarray, probs: np.ndarray, thresholds: np.ndarray | float, fallback: bool = True) -> float:
+    """Samples-averaged F1 of the decisions at ``thresholds`` (the summary metric, alone: cheap enough per epoch)."""
+    return float(_sk().f1_score(y, apply_thresholds(probs, thresholds, fallback), average="samples", zero_division=0))
+
+
 def mean_average_precision(y: np.ndarray, probs: np.ndarray) -> float:
     """Mean over labels (that have a positive) of sklearn's average precision."""
     has_pos = y.sum(0) > 0
@@ -141,13 +146,13 @@ def tune_thresholds(y: np.ndarray, probs: np.ndarray, mode: str = "per_label", f
     if mode != "joint":
         raise ValueError(f"unknown threshold mode {mode!r}")
     grid = np.linspace(0.05, 0.95, 19)
-    best = _sk().f1_score(y, apply_thresholds(probs, th, fallback), average="samples", zero_division=0)
+    best = samples_f1(y, probs, th, fallback)
     for _ in range(3):
         for j in range(n_labels):
             for t in grid:
                 trial = th.copy()
                 trial[j] = t
-                s = _sk().f1_score(y, apply_thresholds(probs, trial, fallback), average="samples", zero_division=0)
+                s = samples_f1(y, probs, trial, fallback)
                 if s > best + 1e-12:
                     best, th = s, trial
     return th

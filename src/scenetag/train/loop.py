@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from ..errors import TrainingError
 from ..io import atomic_write_json
-from ..metrics import multilabel_metrics, tune_thresholds
+from ..metrics import multilabel_metrics, samples_f1, tune_thresholds
 from ..report.figures import plot_lr_find
 from ..runs import RunDir
 from .bags import train_slots
@@ -133,7 +133,7 @@ def validate(setup: TrainingSetup, boundary: int) -> dict[str, Any]:
         return {}
     probs = setup.predict_part(boundary, "val")
     mode = setup.cfg.train.threshold_mode
-    return multilabel_metrics(y_val, probs, 0.5, setup.ds.classes) | {"samples_f1_tuned": multilabel_metrics(y_val, probs, tune_thresholds(y_val, probs, mode), setup.ds.classes)["samples_f1"]}
+    return multilabel_metrics(y_val, probs, 0.5, setup.ds.classes) | {"samples_f1_tuned": samples_f1(y_val, probs, tune_thresholds(y_val, probs, mode))}
 
 
 def epoch_row(phase_name: str, epoch: int, lr: float, train_loss: float, val: dict[str, Any], seconds: float, lr_end: float = float("nan")) -> dict[str, Any]:

@@ -44,7 +44,14 @@ class Observe:
     """Plain ASGI middleware: count and time every request and log one line for it (method, path, status, images, ms)."""
 
     def __init__(self, app, metrics: ServiceMetrics, known: Callable[[], frozenset[str]]):
-        self.app, self.metrics, self.known = app, metrics, known
+        self.app, self.metrics, self._known_paths = app, metrics, known
+        self._known: frozenset[str] | None = None
+
+    def known(self) -> frozenset[str]:
+        """The app's route paths, read once (routes are fixed once it serves)."""
+        if self._known is None:
+            self._known = self._known_paths()
+        return self._known
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
