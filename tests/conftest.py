@@ -63,3 +63,30 @@ def audited(synth_dir, tmp_path_factory):
     cfg = tiny_cfg(synth_dir, **{"train.phases": "[{name: head, unfreeze: 0.0, epochs: 2, lr: 0.003, lr_mult: 1.0}]", "train.lr_find": "false"})
     out = tmp_path_factory.mktemp("audit")
     return out, audit(cfg, out, k=3, progress=False, ranking="margin", min_score=0.0)
+
+
+def start_server(args: list[str], ready_path: str = "health", command: list[str] | None = None):
+    """A scenetag server (``command``: how to run scenetag, default this interpreter) in a subprocess on a free
+    loopback port: (process, its URL ending in /) once ``ready_path`` answers; fails the test if it exits or hangs."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([*(command or [sys.executable, "-m", "scenetag"]), *args, "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url + ready_path, timeout=1)
+            return proc, url
+        except OSError:
+            if proc.poll() is not None:
+                pytest.fail(f"server exited: {proc.stdout.read().decode()[-2000:]}")
+            time.sleep(0.3)
+    proc.kill()
+    pytest.fail("server did not start in 60 s")

@@ -4,44 +4,20 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import subprocess
-import sys
 import time
 import urllib.request
 
 import pytest
 
+from tests.conftest import start_server
+
 CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start(args: list[str], ready_path: str):
-    """A scenetag server in a subprocess on a free loopback port: (process, its URL) once ``ready_path`` answers."""
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "scenetag", *args, "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(url + ready_path, timeout=1)
-            return proc, url
-        except OSError:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited: {proc.stdout.read().decode()[-2000:]}")
-            time.sleep(0.3)
-    proc.kill()
-    pytest.fail("server did not start in 60 s")
 
 
 @pytest.fixture
 def server(trained_run):
     _, run, _ = trained_run
-    proc, url = _start(["serve", "--model", str(run / "best.pt")], "health")
+    proc, url = start_server(["serve", "--model", str(run / "best.pt")], "health")
     yield url
     proc.terminate()
     proc.wait(10)
@@ -185,7 +161,7 @@ def test_upload_with_a_token_asks_for_it_once(trained_run, synth_dir, tmp_path):
     from selenium.webdriver.support.ui import WebDriverWait
 
     _, run, _ = trained_run
-    proc, url = _start(["serve", "--model", str(run / "best.pt"), "--token", "secret123"], "health")
+    proc, url = start_server(["serve", "--model", str(run / "best.pt"), "--token", "secret123"], "health")
     driver = _driver(tmp_path)
     try:
         with pytest.raises(urllib.error.HTTPError) as err:
@@ -222,16 +198,9 @@ def test_upload_with_a_token_asks_for_it_once(trained_run, synth_dir, tmp_path):
 def test_slow_upload_is_cut_off_and_server_stays_up(trained_run, tmp_path):
     """Slowloris: a client that sends half a body and stalls is dropped; others are still served."""
     _, run, _ = trained_run
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "scenetag", "serve", "--model", str(run / "best.pt"), "--port", str(port), "--body-timeout", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/"
+    proc, url = start_server(["serve", "--model", str(run / "best.pt"), "--body-timeout", "2"])
+    port = int(url.rstrip("/").rsplit(":", 1)[1])
     try:
-        for _ in range(200):
-            try:
-                urllib.request.urlopen(url + "health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.3)
         s = socket.create_connection(("127.0.0.1", port))
         s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=zz\r\nContent-Length: 5000\r\n\r\n--zz\r\n")
         t0 = time.time()
@@ -260,7 +229,7 @@ def test_review_with_the_keyboard_writes_the_reviewed_labels(audited, tmp_path):
     folder = tmp_path / "audit"
     shutil.copytree(out, folder, ignore=shutil.ignore_patterns("cv"))
     driver = _driver(tmp_path)
-    proc, url = _start(["review", "--audit", str(folder)], "api/state")
+    proc, url = start_server(["review", "--audit", str(folder)], "api/state")
     try:
         driver.get(url)
         progress = lambda text: WebDriverWait(driver, 20).until(lambda d: d.find_element(By.ID, "progress").text.startswith(text))  # noqa: E731

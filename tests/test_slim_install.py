@@ -6,15 +6,13 @@ package exactly as a deployment would get it (about 20-40 s, once per session).
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import start_server
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -66,19 +64,9 @@ def test_predict_gives_the_full_installs_answers(slim_venv, onnx_model, synth_di
 
 
 def test_serve_answers_without_torch(slim_venv, onnx_model, synth_dir):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([str(slim_venv / "bin" / "scenetag"), "serve", "--model", str(onnx_model), "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=os.environ | {"PYTHONUNBUFFERED": "1"})
-    url = f"http://127.0.0.1:{port}"
+    proc, url = start_server(["serve", "--model", str(onnx_model)], command=[str(slim_venv / "bin" / "scenetag")])
+    url = url.rstrip("/")
     try:
-        for _ in range(200):
-            try:
-                urllib.request.urlopen(url + "/health", timeout=1)
-                break
-            except OSError:
-                assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
-                time.sleep(0.2)
         import httpx
 
         img = (synth_dir / "original" / "1.jpg").read_bytes()

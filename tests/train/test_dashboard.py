@@ -52,7 +52,10 @@ def test_evaluate_and_refit_refresh_it(run_copy):
     from scenetag.workflows.evaluate import evaluate_checkpoint
 
     run = RunDir(run_copy)
-    assert "Evaluation" not in run.dashboard.read_text()
+    page = write_dashboard(run.path).read_text()
+    run.dashboard.unlink()
+    assert write_dashboard(run.path).read_text() == page and "Results" in page  # rebuilt from the folder's files alone
+    assert "Evaluation" not in page
     evaluate_checkpoint(run.best, run.evaluation, data=run.path, split="test", progress=False)
     page = run.dashboard.read_text()
     assert "Evaluation" in page and "evaluation/report.html" in page and "mean ECE" in page

@@ -14,7 +14,7 @@ import pytest
 from scenetag.cli import main
 from scenetag.config import config_to_yaml, load_config
 from scenetag.runs import RunDir
-from scenetag.train.tracking import BACKENDS, Tracker, Tracking, TrackingOptions, epoch_metrics, mlflow_uri, run_params, tracked
+from scenetag.train.tracking import BACKENDS, Tracker, TrackingOptions, epoch_metrics, mlflow_uri, run_params, tracked
 
 from ..conftest import tiny_cfg
 

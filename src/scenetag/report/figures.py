@@ -7,6 +7,7 @@ matplotlib, and it selects the headless backend before pyplot loads.
 """
 from __future__ import annotations
 
+import io
 import textwrap
 from collections import Counter
 from pathlib import Path
@@ -16,6 +17,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: no display on servers, in CI or under the service
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
@@ -190,16 +192,24 @@ def _caption_lines(cap: str | Caption, width: int) -> list[tuple[str, str]]:
     return [(line, colour) for text, colour in segs for line in (textwrap.wrap(text, width) or [""])]
 
 
-def plot_image_grid(
+class ShownFigure(Figure):
+    """A figure made without pyplot (no global figure list, whatever the backend) that Jupyter displays as a PNG."""
+
+    def _repr_png_(self) -> bytes:
+        buf = io.BytesIO()
+        self.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+        return buf.getvalue()
+
+
+def image_grid(
     images: Sequence[Image.Image | None],
     captions: Sequence[str | Caption],
-    path: Path,
     ncols: int = 5,
     title: str = "",
     thumb: int = 200,
     row_labels: Sequence[str] | None = None,
-) -> Path:
-    """Thumbnails in a grid, each with its caption below.
+) -> ShownFigure:
+    """Thumbnails in a grid, each with its caption below (the figure: :func:`plot_image_grid` writes it).
 
     A caption is plain text (black) or a list of ``(text, colour)`` segments,
     one line each (e.g. green/orange/red prediction results); long lines wrap.
@@ -214,7 +224,8 @@ def plot_image_grid(
     lines = [_caption_lines(c, width) for c in captions]
     max_lines = max((len(ls) for ls in lines), default=1)
     left = 0.35 if row_labels else 0.0
-    fig, axes = plt.subplots(nrows, ncols, figsize=(2.1 * ncols + left, (1.75 + 0.16 * max_lines) * nrows + (0.4 if title else 0)), squeeze=False)
+    fig = ShownFigure(figsize=(2.1 * ncols + left, (1.75 + 0.16 * max_lines) * nrows + (0.4 if title else 0)))
+    axes = fig.subplots(nrows, ncols, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, img, cap in zip(axes.flat, images, lines):
@@ -225,14 +236,17 @@ def plot_image_grid(
         ax.imshow(im)
         for i, (text, colour) in enumerate(cap):
             ax.annotate(text, xy=(0.5, 0), xycoords="axes fraction", xytext=(0, -3 - _CAPTION_PT * i), textcoords="offset points", ha="center", va="top", fontsize=8, color=colour)
-    for r, label in enumerate(row_labels or []):
-        if r < nrows:
-            ax = axes[r, 0]
-            ax.text(-0.06, 0.5, label, transform=ax.transAxes, rotation=90, ha="right", va="center", fontsize=10, fontweight="bold")
+    for r, label in enumerate((row_labels or [])[:nrows]):
+        axes[r, 0].text(-0.06, 0.5, label, transform=axes[r, 0].transAxes, rotation=90, ha="right", va="center", fontsize=10, fontweight="bold")
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    return save_figure(fig, path)
+    return fig
+
+
+def plot_image_grid(images: Sequence[Image.Image | None], captions: Sequence[str | Caption], path: Path, ncols: int = 5, title: str = "", thumb: int = 200, row_labels: Sequence[str] | None = None) -> Path:
+    """:func:`image_grid` written to ``path``."""
+    return save_figure(image_grid(images, captions, ncols, title, thumb, row_labels), path)
 
 
 def _column(rows: list[dict], key: str) -> list[float]:

@@ -41,7 +41,7 @@ def summary_section(run: RunDir, result: dict[str, Any]) -> Section:
     n = {p: metrics[p].get("n_images") for p in ("val", "test") if metrics.get(p)}
     caption = "best.pt at its tuned thresholds: " + ", ".join(f"{p} part {k} images" for p, k in n.items()) + "; the test part never took part in training or tuning."
     if run.final.is_file():
-        caption += f" final.pt (the shipped model) retrained on every image; these figures are its held-out estimate."
+        caption += " final.pt (the shipped model) retrained on every image; these figures are its held-out estimate."
     return Section("Results", _metrics_table(metrics), caption)
 
 

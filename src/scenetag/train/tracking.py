@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
-from ..config import Config, load_config
+from ..config import Config, flatten_config, load_config
 from ..errors import ConfigError, MissingExtraError, TrackingError, brief
 from ..metrics import METRIC_KEYS
 from ..runs import RunDir
@@ -63,19 +63,7 @@ class TrackingOptions:
 
 def run_params(cfg: Config) -> dict[str, Any]:
     """The config flattened to ``section.key`` (phases by index: ``train.phases.1.lr``); other lists and None as JSON text."""
-
-    def walk(value: Any, prefix: str) -> Iterator[tuple[str, Any]]:
-        if isinstance(value, dict):
-            items = list(value.items())
-        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-            items = list(enumerate(value))
-        else:
-            yield prefix, json.dumps(value) if value is None or isinstance(value, list) else value
-            return
-        for key, sub in items:
-            yield from walk(sub, f"{prefix}.{key}" if prefix else str(key))
-
-    return dict(walk(cfg.to_dict(), ""))
+    return {key: json.dumps(value) if value is None or isinstance(value, list) else value for key, value in flatten_config(cfg.to_dict()).items()}
 
 
 def epoch_metrics(row: dict[str, Any]) -> dict[str, float]:
